@@ -31,7 +31,7 @@ class DistillConfig:
 
 
 def distill(out: str | Path, *, teacher: str | Path, student: StudentConfig, method: DistillConfig,
-            train: TrainConfig, data: TextDataConfig, resume: bool = False,
+            train: TrainConfig, data: TextDataConfig, resume: bool | str = False,
             stop_at: int | None = None) -> artifact.Artifact | None:
     """Distill the teacher checkpoint into a smaller student; write a checkpoint artifact to `out`."""
     torch.manual_seed(train.seed)
@@ -73,6 +73,8 @@ def distill(out: str | Path, *, teacher: str | Path, student: StudentConfig, met
     config = {"student": to_dict(student), "model": to_dict(cfg), "distill": to_dict(method),
               "train": to_dict(train), "data": to_dict(data), "role": "student"}
     key = artifact.stage_key("distill", config, parents)
+    if done := artifact.reusable(out, key):
+        return done
     out = Path(out)
     ckpt = out.with_name(out.name + ".ckpt")
     history = fit(net, loss_fn, train, batch_fn=token_windows(train_tokens, train.seq_len, train.batch_size, train.seed),

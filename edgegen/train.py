@@ -106,20 +106,21 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 
 def fit(model: torch.nn.Module, loss_fn: Callable, cfg: TrainConfig, *, batch_fn: Callable,
-        eval_fn: Callable, ckpt_dir: Path, key: str, resume: bool = False, desc: str = "train",
+        eval_fn: Callable, ckpt_dir: Path, key: str, resume: bool | str = False, desc: str = "train",
         extra_modules: torch.nn.Module | None = None, stop_at: int | None = None) -> list[dict]:
     """Train `model` (and `extra_modules`, e.g. a distillation projection) for cfg.steps.
 
     loss_fn(model, batch, extra) -> (loss, logs); batch_fn(step, rank) -> batch; eval_fn(model) -> dict.
-    Returns the history (one dict per logged step). `stop_at` interrupts after that
-    many steps as Ctrl-C would (tests use it to check resume).
+    Returns the history (one dict per logged step). resume=True continues from the
+    checkpoint in ckpt_dir (which must match `key`); "auto" continues only when it
+    matches. `stop_at` interrupts after that many steps as Ctrl-C would (tests use it).
     """
     dist = setup_distributed()
     trained = _Objective(model, loss_fn, extra_modules).to(dist.device)
     opt = make_optimizer(trained, cfg)
     start, history = 0, []
     if resume:
-        start, history = load_training_state(ckpt_dir, trained, opt, key)
+        start, history = load_training_state(ckpt_dir, trained, opt, key, strict=resume is True)
     net = trained
     if dist.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(trained)
@@ -204,7 +205,7 @@ def save_training_state(ckpt_dir: Path, trained, opt, key: str, step: int, histo
     os.replace(tmp, ckpt_dir)
 
 
-def load_training_state(ckpt_dir: Path, trained, opt, key: str) -> tuple[int, list]:
+def load_training_state(ckpt_dir: Path, trained, opt, key: str, strict: bool = True) -> tuple[int, list]:
     from safetensors.torch import load_model as _load
 
     ckpt_dir = Path(ckpt_dir)
@@ -213,6 +214,8 @@ def load_training_state(ckpt_dir: Path, trained, opt, key: str) -> tuple[int, li
     try:
         state = json.loads((ckpt_dir / "state.json").read_text())
         if state["key"] != key:
+            if not strict:
+                return 0, []
             raise EdgegenError(f"the checkpoint in {ckpt_dir} was made with another config or data; "
                                "remove it or run without --resume")
         _load(trained, str(ckpt_dir / "weights.safetensors"))
@@ -266,7 +269,7 @@ def encode_splits(data: TextDataConfig):
 
 
 def train(out: str | Path, *, model: LMConfig, train: TrainConfig, data: TextDataConfig,
-          init: str | Path | None = None, resume: bool = False, stop_at: int | None = None,
+          init: str | Path | None = None, resume: bool | str = False, stop_at: int | None = None,
           desc: str = "train", role: str = "teacher") -> artifact.Artifact | None:
     """Train (or, from `init`, fine-tune) a language model; write a checkpoint artifact to `out`."""
     torch.manual_seed(train.seed)
@@ -284,6 +287,8 @@ def train(out: str | Path, *, model: LMConfig, train: TrainConfig, data: TextDat
     parents["data"] = text_digest(splits)
     config = {"model": to_dict(model), "train": to_dict(train), "data": to_dict(data), "role": role}
     key = artifact.stage_key("train", config, parents)
+    if done := artifact.reusable(out, key):
+        return done
     out = Path(out)
     ckpt = out.with_name(out.name + ".ckpt")
     history = fit(net, lm_loss, train, batch_fn=token_windows(train_tokens, train.seq_len, train.batch_size, train.seed),

@@ -33,7 +33,7 @@ class TorchSession:
 
     @torch.inference_mode()
     def run(self, feeds, keep=()):
-        t = {k: v if torch.is_tensor(v) else torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+        t = {k: v if torch.is_tensor(v) else torch.from_numpy(np.require(v, requirements=["C", "W"])) for k, v in feeds.items()}
         n = self.model.cfg.n_layer
         past = [(t[f"past_key_values.{i}.key"], t[f"past_key_values.{i}.value"]) for i in range(n)]
         if past[0][0].shape[2] == 0:

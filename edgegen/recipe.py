@@ -1,0 +1,176 @@
+"""Recipes: every stage's config in one validated document, and the runner.
+
+    train teacher ─┬─► distill student ─► export fp32 ─► quantize int8 ─┐
+                   ├─► train the same student from scratch ─────────────┼─► validate ─► report
+                   └─► export teacher ──────────────────────────────────┘
+
+Each stage writes one artifact under the run directory and is skipped when an
+intact artifact made from the same inputs and config is already there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from edgegen.distill.lm import DistillConfig
+from edgegen.distill.student import StudentConfig
+from edgegen.export.onnx import OnnxExportConfig
+from edgegen.export.quantize import QuantizeConfig
+from edgegen.runtimes.harness import ValidateConfig
+
+from . import EdgegenError
+from .config import from_dict, load_file, to_dict
+from .data import TextDataConfig
+from .models.lm import LMConfig
+from .train import TrainConfig
+
+
+@dataclasses.dataclass
+class Gates:
+    """The figures a run must reach; each becomes a {name, value, limit, passed} gate in the report."""
+
+    min_param_ratio: float = 6.0  # teacher params / student params
+    max_bits_per_byte_ratio: float = 1.15  # student / teacher
+    max_int8_bits_per_byte_increase: float = 0.01  # int8 / fp32 - 1
+    min_int8_size_ratio: float = 3.0  # fp32 file / int8 file
+    min_tok_s_ratio: float = 10.0  # int8 student on ORT / teacher in torch eager
+    max_parity_abs: float = 1e-4  # fp32 export vs torch, max abs logit error
+
+
+@dataclasses.dataclass
+class LMRecipe:
+    name: str = "custom"
+    family: str = "lm"
+    seed: int = 0
+    data: TextDataConfig = dataclasses.field(default_factory=TextDataConfig)
+    teacher: LMConfig = dataclasses.field(default_factory=LMConfig)
+    teacher_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    student: StudentConfig = dataclasses.field(default_factory=StudentConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    student_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # distilled and scratch alike
+    export: OnnxExportConfig = dataclasses.field(default_factory=OnnxExportConfig)
+    quantize: QuantizeConfig = dataclasses.field(default_factory=QuantizeConfig)
+    validate: ValidateConfig = dataclasses.field(default_factory=ValidateConfig)
+    gates: Gates = dataclasses.field(default_factory=Gates)
+
+    def with_seed(self, seed: int) -> "LMRecipe":
+        return dataclasses.replace(
+            self, seed=seed, teacher_train=dataclasses.replace(self.teacher_train, seed=seed),
+            student_train=dataclasses.replace(self.student_train, seed=seed + 1),
+            validate=dataclasses.replace(self.validate, seed=seed))
+
+
+def _lm_tiny() -> LMRecipe:
+    # Python source, bytes as tokens. A 12-layer teacher and a 1-layer student of the same
+    # width, initialised from the teacher's first block, its embeddings and head.
+    steps = dict(batch_size=16, seq_len=128, lr=3e-3, eval_every=100, checkpoint_every=100)
+    return LMRecipe(
+        name="lm-tiny",
+        data=TextDataConfig(max_train_bytes=4_000_000),
+        teacher=LMConfig(n_layer=12, n_head=4, n_kv_head=4, d_model=128, max_seq_len=256),
+        teacher_train=TrainConfig(steps=300, **steps),
+        student=StudentConfig(n_layer=1),
+        distill=DistillConfig(alpha=0.5, temperature=1.0),
+        student_train=TrainConfig(steps=300, seed=1, **steps),
+        validate=ValidateConfig(max_bytes=32_768, context=128, stride=64, max_new_tokens=64),
+    )
+
+
+BUILTIN = {"lm-tiny": _lm_tiny}
+
+
+def load_recipe(name_or_path: str) -> LMRecipe:
+    """A built-in recipe by name, or a recipe file (YAML/JSON), validated field by field.
+
+    A file may say `base: lm-tiny` and override only some sections' fields.
+    """
+    if name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]()
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
+        raise EdgegenError(f"unknown recipe '{name_or_path}': use a built-in one ({', '.join(BUILTIN)}) "
+                           "or a recipe file")
+    data = load_file(path)
+    if isinstance(data, dict) and "base" in data:
+        base = data.pop("base")
+        if base not in BUILTIN:
+            raise EdgegenError(f"unknown base recipe '{base}' in {path} (built-in: {', '.join(BUILTIN)})")
+        merged = to_dict(BUILTIN[base]())
+        for section, values in data.items():
+            nested = isinstance(values, dict) and isinstance(merged.get(section), dict)
+            merged[section] = {**merged[section], **values} if nested else values
+        data = merged
+    return from_dict(LMRecipe, data, "recipe")
+
+
+def run(recipe: LMRecipe, out: str | Path, log=print) -> Path:
+    """Run every stage of an lm recipe into `out`; returns the report directory."""
+    import json
+
+    from edgegen import artifact, report
+    from edgegen.checkpoint import load_model
+    from edgegen.distill.lm import distill
+    from edgegen.distill.student import derive_config
+    from edgegen.export.onnx import export
+    from edgegen.export.quantize import quantize
+    from edgegen.runtimes.harness import validate
+    from edgegen.train import train
+
+    out = Path(out)
+    r = recipe
+    log(f"edgegen run {r.name} -> {out}")
+    log("[1/7] teacher: train")
+    teacher = train(out / "teacher", model=r.teacher, train=r.teacher_train, data=r.data, resume="auto",
+                    desc="teacher", role="teacher")
+    log("[2/7] student: distill from the teacher")
+    student = distill(out / "student", teacher=teacher.path, student=r.student, method=r.distill,
+                      train=r.student_train, data=r.data, resume="auto")
+    log("[3/7] student-scratch: the same student trained without the teacher")
+    scratch_cfg = derive_config(load_model(teacher.path).cfg, r.student)
+    scratch = train(out / "student-scratch", model=scratch_cfg, train=r.student_train, data=r.data,
+                    resume="auto", desc="student-scratch", role="student_scratch")
+    log("[4/7] export to ONNX (teacher, student) with parity checks")
+    teacher_onnx = export(teacher.path, out / "teacher-onnx", r.export)
+    student_onnx = export(student.path, out / "student-onnx", r.export)
+    log("[5/7] quantize the student: dynamic INT8")
+    student_int8 = quantize(student_onnx.path, out / "student-onnx-int8", r.quantize, checkpoint=student.path)
+
+    variants = [("teacher", "teacher", teacher, "torch"), ("teacher-onnx-fp32", "teacher", teacher_onnx, "ort"),
+                ("student-scratch", "student_scratch", scratch, "torch"),
+                ("student-onnx-fp32", "student", student_onnx, "ort"),
+                ("student-onnx-int8", "student", student_int8, "ort")]
+    parents = {name: art.manifest.digest for name, _, art, _ in variants}
+    config = {"validate": to_dict(r.validate), "gates": to_dict(r.gates), "data": to_dict(r.data)}
+    key = artifact.stage_key("report", config, parents)
+    if done := artifact.reusable(out / "report", key):
+        log("[6/7] validate: unchanged, reused\n[7/7] report: unchanged, reused")
+        return done.path
+    log("[6/7] validate each variant on its runtime (quality, latency, size, memory)")
+    text = r.data.load()[1].test
+    rows = []
+    for name, role, art, runtime in variants:
+        log(f"      {name} on {runtime}")
+        result = validate(art.path, text, runtime, r.validate)
+        rows.append({"name": name, "role": role, "format": art.manifest.format, "runtime": runtime,
+                     "precision": art.manifest.precision, "params": art.metrics.get("params"),
+                     "parity": art.metrics.get("parity"), "bundle": str(art.path),
+                     **{k: result[k] for k in ("size_bytes", "quality", "latency", "memory", "sample")}})
+    q = rows[0]["quality"]
+    notes = {"quality": f"sliding-window perplexity and bits/byte through each variant's runtime on the first "
+                        f"{r.validate.max_bytes:,} bytes of the test split of {r.data.load()[1].source} "
+                        f"({q['tokenizer']}, context {q['context']}, stride {q['stride']}).",
+             "latency": f"greedy generation of {r.validate.max_new_tokens} tokens after a "
+                        f"{rows[0]['latency']['prompt_tokens']}-token prompt, {r.validate.warmup} warm-up runs, "
+                        f"median and p90 of {r.validate.repeats} runs; peak RSS measured in a child process."}
+    rep = report.build(r.name, r.family, rows, report.lm_gates(rows, r.gates), notes)
+    histories = {name: json.loads((art.path / "history.json").read_text())
+                 for name, _, art, runtime in variants if runtime == "torch" or name == "student-onnx-fp32"
+                 if (art.path / "history.json").exists()}
+    histories["student"] = json.loads((student.path / "history.json").read_text())
+    log("[7/7] report")
+    with artifact.create(out / "report", kind="report", family=r.family, format="report", config=config,
+                         parents=parents, stage="report") as art:
+        report.write(art.dir, rep, histories)
+        art.metrics.update({"passed": rep["passed"]})
+    return art.path
