@@ -1,0 +1,253 @@
+"""The `edgegen` command: a thin layer over the Python API.
+
+Bad input ends with one sentence on stderr and exit status 2; failed gates
+(with --strict) with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from . import EdgegenError, __version__
+
+EPILOG = "Run `edgegen COMMAND --help` for a command's options. Docs: README.md."
+
+
+def _data_args(p, what="training"):
+    p.add_argument("--data", metavar="PATH", help=f"{what} text: a UTF-8 file or a folder of text files "
+                   "(default: the Python standard library's .py files)")
+    p.add_argument("--tokenizer", metavar="FILE", help="a Hugging Face tokenizers JSON file (default: bytes, vocab 256)")
+
+
+def _seed(p):
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same weights and samples (default: 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgegen", description="Distill, quantize, export and validate "
+                                     "generative models for edge devices.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"edgegen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run a whole recipe: train, distill, export, quantize, validate, report",
+                       description="Run every stage of a recipe into --out; stages whose inputs and config are "
+                       "unchanged are reused. Writes OUT/report/report.json and report.md.")
+    p.add_argument("recipe", help="a built-in recipe (lm-tiny) or a recipe YAML/JSON file")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/RECIPE)")
+    p.add_argument("--seed", type=int, help="override the recipe's seed")
+    p.add_argument("--data", metavar="PATH", help="override the recipe's data: a UTF-8 file or a folder")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any gate fails")
+
+    p = sub.add_parser("train", help="train (or fine-tune) a teacher language model",
+                       description="Train a language model and write a checkpoint artifact. Ctrl-C saves a "
+                       "checkpoint; --resume continues it to the same final weights.")
+    p.add_argument("--out", metavar="DIR", required=True, help="checkpoint directory to write")
+    p.add_argument("--recipe", default="lm-tiny", help="take model and training settings from this recipe "
+                   "(default: lm-tiny's teacher)")
+    p.add_argument("--preset", help="model size preset instead of the recipe's: nano, tiny, small, base")
+    p.add_argument("--init", metavar="CHECKPOINT", help="fine-tune from this checkpoint instead of random weights")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, help="sequences per step (per process under torchrun)")
+    p.add_argument("--seq-len", type=int, help="tokens per training sequence")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt, the checkpoint of an interrupted run")
+    _data_args(p)
+    _seed(p)
+
+    p = sub.add_parser("distill", help="distill a teacher checkpoint into a smaller student",
+                       description="Logit KD (forward KL at temperature T, T^2-scaled, mixed with cross-entropy), "
+                       "optional hidden-state loss; the student starts from teacher layers where shapes allow.")
+    p.add_argument("--teacher", metavar="CHECKPOINT", required=True, help="teacher checkpoint directory")
+    p.add_argument("--out", metavar="DIR", required=True, help="student checkpoint directory to write")
+    p.add_argument("--recipe", default="lm-tiny", help="take student and distillation settings from this recipe")
+    p.add_argument("--layers", type=int, help="student layers")
+    p.add_argument("--d-model", type=int, help="student width (default: the teacher's)")
+    p.add_argument("--alpha", type=float, help="weight of the KD term (1 - alpha on cross-entropy)")
+    p.add_argument("--temperature", type=float, help="softmax temperature of the KD term")
+    p.add_argument("--hidden-weight", type=float, help="weight of the hidden-state loss (0: off)")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.ckpt")
+    _data_args(p)
+    _seed(p)
+
+    p = sub.add_parser("export", help="export a checkpoint to a bundle (ONNX with KV cache; INT8)",
+                       description="Export to ONNX with Optimum's text-generation-with-past I/O, check parity "
+                       "against torch (fails loudly when off), optionally quantize to dynamic INT8.")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("--out", metavar="DIR", required=True, help="bundle directory to write")
+    p.add_argument("--target", default="onnx", choices=["onnx"], help="export target (default: onnx)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="fp32, or int8 (dynamic quantization)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+
+    p = sub.add_parser("validate", help="measure a bundle on its runtime: quality, latency, size, memory",
+                       description="Perplexity and bits/byte through the runtime (sliding window), time to first "
+                       "token and decode tokens/s (warm-up, repeats, p50/p90), model size and peak memory.")
+    p.add_argument("bundle", help="bundle (or checkpoint, with --runtime torch) directory")
+    p.add_argument("--data", metavar="PATH", help="evaluation text: a UTF-8 file or folder, used whole "
+                   "(default: the test split of the Python standard library corpus)")
+    p.add_argument("--runtime", default="ort", choices=["ort", "torch"], help="runtime (default: ort)")
+    p.add_argument("--max-bytes", type=int, default=65_536, help="evaluate at most this many bytes of text")
+    p.add_argument("--context", type=int, default=0, help="perplexity window (default: the model's context)")
+    p.add_argument("--stride", type=int, default=0, help="perplexity stride (default: half the window)")
+    p.add_argument("--threads", type=int, default=0, help="runtime threads (default: the runtime's choice)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("generate", help="generate text with a bundle",
+                       description="Sample a continuation of --prompt; streams text unless --json.")
+    p.add_argument("bundle", help="bundle (or checkpoint, with --runtime torch) directory")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default: 64)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0: off)")
+    p.add_argument("--runtime", default="ort", choices=["ort", "torch"], help="runtime (default: ort)")
+    p.add_argument("--json", action="store_true", help="print text, token_ids, ttft_ms and tok_s as JSON")
+    _seed(p)
+    return parser
+
+
+def _replace(obj, **changes):
+    return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
+
+
+def cmd_run(a):
+    from pathlib import Path
+
+    from .recipe import load_recipe, run
+
+    recipe = load_recipe(a.recipe)
+    if a.seed is not None:
+        recipe = recipe.with_seed(a.seed)
+    if a.data:
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, path=a.data))
+    out = Path(a.out or Path("runs") / recipe.name)
+    report_dir = run(recipe, out, log=lambda m: print(m, file=sys.stderr))
+    rep = json.loads((report_dir / "report.json").read_text())
+    for g in rep["gates"]:
+        print(f"{'PASS' if g['passed'] else 'FAIL'}  {g['name']} = {g['value']:.4g} (limit {g['op']} {g['limit']:g})")
+    print(f"report: {report_dir / 'report.md'}")
+    return 1 if a.strict and not rep["passed"] else 0
+
+
+def _data(a, base):
+    return _replace(base, path=a.data, tokenizer=a.tokenizer)
+
+
+def cmd_train(a):
+    from .models.lm import PRESETS
+    from .recipe import load_recipe
+    from .train import train
+
+    r = load_recipe(a.recipe)
+    model = r.teacher
+    if a.preset:
+        if a.preset not in PRESETS:
+            raise EdgegenError(f"unknown preset '{a.preset}' (known: {', '.join(PRESETS)})")
+        model = PRESETS[a.preset]
+    cfg = _replace(r.teacher_train, steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr, seed=a.seed)
+    art = train(a.out, model=model, train=cfg, data=_data(a, r.data), init=a.init, resume=a.resume)
+    if art is not None:
+        print(f"checkpoint: {art.path} (val bits/byte {art.metrics.get('val_bits_per_byte', float('nan')):.3f})")
+    return 0
+
+
+def cmd_distill(a):
+    from .distill.lm import distill
+    from .recipe import load_recipe
+
+    r = load_recipe(a.recipe)
+    student = _replace(r.student, n_layer=a.layers, d_model=a.d_model)
+    method = _replace(r.distill, alpha=a.alpha, temperature=a.temperature, hidden_weight=a.hidden_weight)
+    cfg = _replace(r.student_train, steps=a.steps, seed=a.seed)
+    art = distill(a.out, teacher=a.teacher, student=student, method=method, train=cfg,
+                  data=_data(a, r.data), resume=a.resume)
+    if art is not None:
+        print(f"checkpoint: {art.path} (val bits/byte {art.metrics.get('val_bits_per_byte', float('nan')):.3f})")
+    return 0
+
+
+def cmd_export(a):
+    import tempfile
+
+    from .export.onnx import OnnxExportConfig, export
+    from .export.quantize import quantize
+
+    cfg = OnnxExportConfig(opset=a.opset)
+    if a.precision == "fp32":
+        art = export(a.checkpoint, a.out, cfg)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export(a.checkpoint, f"{tmp}/fp32", cfg)
+            art = quantize(fp32.path, a.out, checkpoint=a.checkpoint)
+    p = art.metrics["parity"]
+    print(f"bundle: {art.path} ({art.manifest.precision}; parity max abs {p['max_abs']:.2g}, "
+          f"greedy agreement {p['greedy_agreement']:.0%})")
+    return 0
+
+
+def cmd_validate(a):
+    from .data import load_text_splits, read_text_path
+    from .runtimes.harness import ValidateConfig, validate
+
+    text = "\n\n".join(t for _, t in read_text_path(a.data)) if a.data else load_text_splits().test
+    cfg = ValidateConfig(max_bytes=a.max_bytes, context=a.context, stride=a.stride, threads=a.threads)
+    result = validate(a.bundle, text, a.runtime, cfg)
+    if a.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    q, lat = result["quality"], result["latency"]
+    print(f"bits/byte {q['bits_per_byte']:.4f}  perplexity {q['perplexity']:.3f}  ({q['tokens']} tokens)")
+    print(f"TTFT p50 {lat['ttft_ms_p50']:.2f} ms  decode {lat['decode_tok_s_p50']:.0f} tok/s p50")
+    print(f"size {result['size_bytes'] / 1024:.1f} KiB  peak RSS {result['memory'].get('peak_run_mib', float('nan')):.1f} MiB")
+    return 0
+
+
+def cmd_generate(a):
+    from .runtimes import TextGenerator
+
+    if a.max_new_tokens < 1:
+        raise EdgegenError("--max-new-tokens must be at least 1")
+    gen = TextGenerator(a.bundle, a.runtime)
+    if not gen.tokenizer.encode(a.prompt):
+        raise EdgegenError("--prompt is empty: give at least one character")
+    sampling = dict(greedy=a.greedy, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p)
+    try:
+        if a.json:
+            r = gen.generate(a.prompt, a.max_new_tokens, seed=a.seed, **sampling)
+            print(json.dumps({"text": r.text, "token_ids": r.token_ids, "ttft_ms": r.ttft_ms, "tok_s": r.tok_s}))
+        else:
+            for piece in gen.stream(a.prompt, a.max_new_tokens, seed=a.seed, **sampling):
+                print(piece, end="", flush=True)
+            print()
+    except ValueError as e:
+        raise EdgegenError(str(e)) from None
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "train": cmd_train, "distill": cmd_distill, "export": cmd_export,
+            "validate": cmd_validate, "generate": cmd_generate}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .train import Interrupted
+
+    try:
+        return COMMANDS[args.command](args)
+    except Interrupted as e:
+        print(f"edgegen: {e}", file=sys.stderr)
+        return 130
+    except EdgegenError as e:
+        print(f"edgegen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgegen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
