@@ -12,7 +12,7 @@ from edgegen.checkpoint import load_model
 from edgegen.config import to_dict
 from edgegen.data import TextDataConfig, text_digest
 from edgegen.models.lm import LM
-from edgegen.train import TrainConfig, encode_splits, fit, lm_eval, token_windows, write_checkpoint
+from edgegen.train import TrainConfig, encode_splits, finish_distributed, fit, lm_eval, token_windows, write_checkpoint
 
 from .losses import hidden_loss, kd_loss
 from .student import StudentConfig, derive_config, init_from_teacher, layer_map
@@ -80,7 +80,7 @@ def distill(out: str | Path, *, teacher: str | Path, student: StudentConfig, met
     history = fit(net, loss_fn, train, batch_fn=token_windows(train_tokens, train.seq_len, train.batch_size, train.seed),
                   eval_fn=lm_eval(val_tokens, train, bpt), ckpt_dir=ckpt, key=key, resume=resume,
                   desc="distill", extra_modules=projections, stop_at=stop_at)
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if not finish_distributed():
         return None
     return write_checkpoint(out, net.cpu(), config=config, parents=parents, stage="distill", history=history,
                             tokenizer=tokenizer, role="student", ckpt=ckpt, source=splits.source)

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=0, help="perplexity stride (default: half the window)")
     p.add_argument("--threads", type=int, default=0, help="runtime threads (default: the runtime's choice)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _seed(p)
 
     p = sub.add_parser("generate", help="generate text with a bundle",
                        description="Sample a continuation of --prompt; streams text unless --json.")
@@ -194,7 +195,7 @@ def cmd_validate(a):
     from .runtimes.harness import ValidateConfig, validate
 
     text = "\n\n".join(t for _, t in read_text_path(a.data)) if a.data else load_text_splits().test
-    cfg = ValidateConfig(max_bytes=a.max_bytes, context=a.context, stride=a.stride, threads=a.threads)
+    cfg = ValidateConfig(max_bytes=a.max_bytes, context=a.context, stride=a.stride, threads=a.threads, seed=a.seed)
     result = validate(a.bundle, text, a.runtime, cfg)
     if a.json:
         print(json.dumps(result, indent=2))

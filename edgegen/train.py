@@ -82,6 +82,15 @@ def setup_distributed() -> Dist:
     return Dist(rank=torch.distributed.get_rank(), world=world, device=device)
 
 
+def finish_distributed() -> bool:
+    """Leave the process group after training; True on the process that writes artifacts."""
+    if not torch.distributed.is_initialized():
+        return True
+    rank = torch.distributed.get_rank()
+    torch.distributed.destroy_process_group()
+    return rank == 0
+
+
 def autocast(device: torch.device):
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -294,7 +303,7 @@ def train(out: str | Path, *, model: LMConfig, train: TrainConfig, data: TextDat
     history = fit(net, lm_loss, train, batch_fn=token_windows(train_tokens, train.seq_len, train.batch_size, train.seed),
                   eval_fn=lm_eval(val_tokens, train, bpt), ckpt_dir=ckpt, key=key, resume=resume,
                   desc=desc, stop_at=stop_at)
-    if not setup_distributed().main:
+    if not finish_distributed():
         return None
     return write_checkpoint(out, net.cpu(), config=config, parents=parents, stage="train", history=history,
                             tokenizer=tokenizer, role=role, ckpt=ckpt, source=splits.source)

@@ -39,6 +39,8 @@ def open_session(bundle: str | Path, runtime: str = "ort", **options) -> Session
     """Open `bundle` (an artifact directory) on `runtime`; options such as threads pass through."""
     if runtime not in RUNTIMES:
         raise EdgegenError(f"unknown runtime '{runtime}' (known: {', '.join(RUNTIMES)})")
+    if not Path(bundle).exists():
+        raise EdgegenError(f"bundle {bundle} does not exist")
     module, cls, extra = RUNTIMES[runtime]
     try:
         mod = importlib.import_module(module)
