@@ -19,8 +19,7 @@ class TorchSession:
         if model is None:
             art = artifact.load(self.path, kind="checkpoint")
             model = load_model(art.path)
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = threads  # torch's thread count is per process: set it on every run
         self.model = model.eval()
         c = model.cfg
         kv = ["batch_size", c.n_kv_head, "past_sequence_length", c.head_dim]
@@ -33,6 +32,8 @@ class TorchSession:
 
     @torch.inference_mode()
     def run(self, feeds, keep=()):
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         t = {k: v if torch.is_tensor(v) else torch.from_numpy(np.require(v, requirements=["C", "W"])) for k, v in feeds.items()}
         n = self.model.cfg.n_layer
         past = [(t[f"past_key_values.{i}.key"], t[f"past_key_values.{i}.value"]) for i in range(n)]

@@ -91,7 +91,9 @@ class Attention(nn.Module):
         if c.n_kv_head != c.n_head:
             rep = c.n_head // c.n_kv_head
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, T, head_dim)
+        # Plain attention math: it exports to a handful of ONNX nodes (SDPA decomposes into many).
+        att = (q @ k.transpose(-2, -1)) * (c.head_dim ** -0.5) + mask  # (B, heads, T, past+T)
+        y = att.softmax(dim=-1) @ v  # (B, heads, T, head_dim)
         return self.o(y.transpose(1, 2).reshape(B, T, c.d_model)), present
 
 
@@ -162,6 +164,8 @@ class LM(nn.Module):
             # Every query also sees itself, so a padding row never has an all-masked softmax (NaN).
             mask = mask & attention_mask[:, None, None, :].bool() | (k_pos == q_pos)  # (B, 1, T, past+T)
         x = self.embed(input_ids)  # (B, T, d_model)
+        # Additive mask, built once for all layers: exports to fewer nodes than a boolean one.
+        mask = torch.where(mask, 0.0, torch.finfo(x.dtype).min).to(x.dtype)  # (B or 1, 1, T, past+T)
         presents, hidden = [], []
         for i, block in enumerate(self.blocks):
             pk, pv = past_key_values[i] if past_key_values is not None else (None, None)
