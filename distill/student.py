@@ -23,7 +23,11 @@ def derive_config(teacher_cfg, student: StudentConfig):
     changes = {k: v for k, v in dataclasses.asdict(student).items() if v is not None}
     if "n_head" in changes and "n_kv_head" not in changes:
         changes["n_kv_head"] = min(changes["n_head"], teacher_cfg.n_kv_head)
-    return dataclasses.replace(teacher_cfg, **changes)
+    cfg = dataclasses.replace(teacher_cfg, **changes)
+    if cfg.n_layer > teacher_cfg.n_layer or cfg.d_model > teacher_cfg.d_model:
+        raise ValueError(f"the student ({cfg.n_layer} layers x {cfg.d_model}) must not be larger than the "
+                         f"teacher ({teacher_cfg.n_layer} layers x {teacher_cfg.d_model})")
+    return cfg
 
 
 def layer_map(n_teacher: int, n_student: int) -> list[int]:

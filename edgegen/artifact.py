@@ -90,6 +90,9 @@ def create(out: str | Path, *, kind: str, family: str, format: str, precision: s
     config = config or {}
     parents = parents or {}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a published artifact follows the umask
     manifest = Manifest(kind=kind, family=family, format=format, precision=precision,
                         parents=parents, config=config, key=stage_key(stage or kind, config, parents))
     art = Artifact(tmp, manifest)
@@ -110,9 +113,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _json_default(o):
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    if hasattr(o, "tolist"):
+    if hasattr(o, "tolist"):  # numpy arrays and scalars
         return o.tolist()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
@@ -121,10 +122,14 @@ def write_json_atomic(path: str | Path, data) -> None:
     """Write one JSON file atomically (temp file + rename)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _publish(tmp: Path, out: Path) -> None:

@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _replace(obj, **changes):
-    return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
+    """The config with the options the user gave; a value its config rejects is one sentence."""
+    try:
+        return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
+    except ValueError as e:
+        raise EdgegenError(f"invalid option: {e}") from None
 
 
 def cmd_run(a):
@@ -177,7 +181,7 @@ def cmd_export(a):
     from .export.onnx import OnnxExportConfig, export
     from .export.quantize import quantize
 
-    cfg = OnnxExportConfig(opset=a.opset)
+    cfg = _replace(OnnxExportConfig(), opset=a.opset)
     if a.precision == "fp32":
         art = export(a.checkpoint, a.out, cfg)
     else:
@@ -195,7 +199,8 @@ def cmd_validate(a):
     from .runtimes.harness import ValidateConfig, validate
 
     text = "\n\n".join(t for _, t in read_text_path(a.data)) if a.data else load_text_splits().test
-    cfg = ValidateConfig(max_bytes=a.max_bytes, context=a.context, stride=a.stride, threads=a.threads, seed=a.seed)
+    cfg = _replace(ValidateConfig(), max_bytes=a.max_bytes, context=a.context, stride=a.stride, threads=a.threads,
+                   seed=a.seed)
     result = validate(a.bundle, text, a.runtime, cfg)
     if a.json:
         print(json.dumps(result, indent=2))
@@ -219,7 +224,8 @@ def cmd_generate(a):
     try:
         if a.json:
             r = gen.generate(a.prompt, a.max_new_tokens, seed=a.seed, **sampling)
-            print(json.dumps({"text": r.text, "token_ids": r.token_ids, "ttft_ms": r.ttft_ms, "tok_s": r.tok_s}))
+            tok_s = r.tok_s if r.tok_s == r.tok_s else None  # NaN (a single token) is not JSON
+            print(json.dumps({"text": r.text, "token_ids": r.token_ids, "ttft_ms": r.ttft_ms, "tok_s": tok_s}))
         else:
             for piece in gen.stream(a.prompt, a.max_new_tokens, seed=a.seed, **sampling):
                 print(piece, end="", flush=True)

@@ -128,7 +128,10 @@ def run(recipe: LMRecipe, out: str | Path, log=print) -> Path:
     student = distill(out / "student", teacher=teacher.path, student=r.student, method=r.distill,
                       train=r.student_train, data=r.data, resume="auto")
     log("[3/7] student-scratch: the same student trained without the teacher")
-    scratch_cfg = derive_config(load_model(teacher.path).cfg, r.student)
+    try:
+        scratch_cfg = derive_config(load_model(teacher.path).cfg, r.student)
+    except ValueError as e:
+        raise EdgegenError(f"invalid student config: {e}") from None
     scratch = train(out / "student-scratch", model=scratch_cfg, train=r.student_train, data=r.data,
                     resume="auto", desc="student-scratch", role="student_scratch")
     log("[4/7] export to ONNX (teacher, student) with parity checks")

@@ -28,6 +28,12 @@ class OnnxExportConfig:
     parity_steps: int = 64  # greedy decode steps compared with torch
     parity_prompt_len: int = 16
 
+    def __post_init__(self):
+        if not 14 <= self.opset <= 20:
+            raise ValueError(f"opset must be between 14 and 20 (the range the exporter supports), got {self.opset}")
+        if self.parity_steps < 1 or self.parity_prompt_len < 1:
+            raise ValueError("parity_steps and parity_prompt_len must be positive")
+
 
 class _OptimumIO(torch.nn.Module):
     """Flat positional signature for the exporter: (ids, mask, positions, k0, v0, k1, v1, ...)."""

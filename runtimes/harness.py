@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgegen import EdgegenError
 from edgegen.metrics.perplexity import perplexity
 
 from .memory import measure_in_child
@@ -37,6 +38,8 @@ class ValidateConfig:
     def __post_init__(self):
         if self.max_bytes < 16 or self.max_new_tokens < 2 or self.repeats < 1:
             raise ValueError("max_bytes >= 16, max_new_tokens >= 2 and repeats >= 1 are needed")
+        if self.context == 1 or self.context < 0 or self.stride < 0 or (self.context and self.stride >= self.context):
+            raise ValueError("context must be >= 2 and stride smaller than context")
 
 
 def model_size(path: Path) -> int:
@@ -90,6 +93,10 @@ def measure_quality(gen: TextGenerator, text: str, cfg: ValidateConfig) -> dict:
     tokens = np.asarray(gen.tokenizer.encode(text[:cfg.max_bytes]), dtype=np.int64)
     context = cfg.context or gen.max_len or 256
     stride = cfg.stride or max(1, context // 2)
+    if stride >= context:
+        raise EdgegenError(f"the perplexity stride ({stride}) must be smaller than the context ({context})")
+    if len(tokens) < 2:
+        raise EdgegenError("the evaluation text is shorter than two tokens")
     q = perplexity(tokens, gen.logits, context=context, stride=stride,
                    token_bytes=lambda ids: gen.tokenizer.token_bytes(ids))
     q["tokenizer"] = type(gen.tokenizer).__name__

@@ -73,11 +73,35 @@ def read_text_path(path: str | Path) -> list[tuple[str, str]]:
     return docs
 
 
-def load_text_splits(path: str | Path | None = None, max_bytes: int | None = None) -> TextSplits:
-    """Split a corpus by file (hash of the name); a single document is split by position.
+def _split_by_position(docs) -> dict:
+    parts = {s: [] for s in SPLITS}
+    for _, text in docs:
+        text = text if isinstance(text, str) else _read(text)
+        a, b = int(len(text) * 0.9), int(len(text) * 0.95)
+        parts["train"].append(text[:a]), parts["validation"].append(text[a:b]), parts["test"].append(text[b:])
+    return parts
 
-    `max_bytes` caps the training text (files are taken in hash order, so the
-    cap keeps a deterministic, representative sample).
+
+def _split_by_file(docs, max_bytes) -> dict:
+    parts = {s: [] for s in SPLITS}
+    size = {s: 0 for s in SPLITS}
+    for name, text in sorted(docs, key=lambda d: hashlib.sha256(d[0].encode()).hexdigest()):
+        split = _split_of(name)
+        cap = max_bytes if split == "train" else (max_bytes or 0) // 10 or None
+        if cap is not None and size[split] >= cap:
+            continue
+        text = text if isinstance(text, str) else _read(text)
+        parts[split].append(text)
+        size[split] += len(text)
+    return parts
+
+
+def load_text_splits(path: str | Path | None = None, max_bytes: int | None = None) -> TextSplits:
+    """Split a corpus by file (hash of the name: stable as files come and go).
+
+    Fewer than 20 files, or hashes that leave a split without a file, split
+    each file by position instead (90/5/5). `max_bytes` caps the training text
+    (files are taken in hash order, so the cap keeps a deterministic sample).
     """
     if path is None:
         root = Path(sysconfig.get_paths()["stdlib"])
@@ -86,23 +110,9 @@ def load_text_splits(path: str | Path | None = None, max_bytes: int | None = Non
     else:
         docs = read_text_path(path)
         source = str(path)
-    parts = {s: [] for s in SPLITS}
-    if len(docs) < 20:  # too few files for a file-level split: split each by position
-        for _, text in docs:
-            text = text if isinstance(text, str) else _read(text)
-            a, b = int(len(text) * 0.9), int(len(text) * 0.95)
-            parts["train"].append(text[:a]), parts["validation"].append(text[a:b]), parts["test"].append(text[b:])
-    else:
-        order = sorted(docs, key=lambda d: hashlib.sha256(d[0].encode()).hexdigest())
-        size = {s: 0 for s in SPLITS}
-        for name, text in order:
-            split = _split_of(name)
-            cap = max_bytes if split == "train" else (max_bytes or 0) // 10 or None
-            if cap is not None and size[split] >= cap:
-                continue
-            text = text if isinstance(text, str) else _read(text)
-            parts[split].append(text)
-            size[split] += len(text)
+    parts = _split_by_file(docs, max_bytes) if len(docs) >= 20 else {}
+    if not parts or not all(parts.values()):
+        parts = _split_by_position(docs)
     splits = {s: "\n\n".join(parts[s]) for s in SPLITS}
     for s in SPLITS:
         if not splits[s].strip():

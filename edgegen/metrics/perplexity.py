@@ -1,10 +1,9 @@
 """Perplexity and bits per byte with a sliding window (numpy only).
 
-The text is cut into windows of `context` tokens that start every `stride`
-tokens; each token is scored once, in the first window that reaches it, so
-every scored token (past the first window) sees at least context - stride
-tokens of history. This is the Hugging Face "perplexity of fixed-length
-models" method. Bits per byte divide the total negative log-likelihood (in
+Each window scores the next `stride` tokens and reads the `context` tokens
+that end with them, so every token is scored exactly once and (past the start)
+sees at least context - stride tokens of history: Hugging Face's "perplexity of
+fixed-length models" method, without the token it skips per window. Bits per byte divide the total negative log-likelihood (in
 bits) by the UTF-8 bytes of the scored tokens, so it compares across tokenizers.
 """
 
@@ -17,14 +16,18 @@ import numpy as np
 
 
 def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:
-    """(begin, end, first scored position) for each window over n_tokens."""
-    out, prev_end = [], 0
-    for begin in range(0, n_tokens - 1, stride):
-        end = min(begin + context, n_tokens)
-        out.append((begin, end, max(prev_end, begin + 1)))
-        prev_end = end
-        if end == n_tokens:
-            break
+    """(begin, end, first scored position) for each window over n_tokens.
+
+    Window k scores positions [1 + k*stride, 1 + (k+1)*stride) and reads the
+    `context` tokens that end there, so each scored token sees at least
+    context - stride tokens before it (all of them near the start).
+    """
+    if not 0 < stride < context:
+        raise ValueError("stride must be positive and smaller than context")
+    out = []
+    for first in range(1, n_tokens, stride):
+        end = min(first + stride, n_tokens)
+        out.append((max(0, end - context), end, first))
     return out
 
 
@@ -37,8 +40,6 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 def sliding_window_nll(tokens: np.ndarray, logits_fn: Callable, context: int, stride: int,
                        batch_size: int = 8, progress: Callable | None = None) -> tuple[float, np.ndarray]:
     """Total NLL (nats) and the positions scored. logits_fn: ids (B, T) -> logits (B, T, vocab)."""
-    if not 0 < stride <= context:
-        raise ValueError("stride must be in (0, context]")
     spans = windows(len(tokens), context, stride)
     total, scored = 0.0, []
     # windows of equal length run as one batch
