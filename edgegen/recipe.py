@@ -169,9 +169,7 @@ def run(recipe: LMRecipe, out: str | Path, log=print) -> Path:
                         f"median and p90 of {r.validate.repeats} runs; peak RSS measured in a child process."}
     rep = report.build(r.name, r.family, rows, report.lm_gates(rows, r.gates), notes)
     histories = {name: json.loads((art.path / "history.json").read_text())
-                 for name, _, art, runtime in variants if runtime == "torch" or name == "student-onnx-fp32"
-                 if (art.path / "history.json").exists()}
-    histories["student"] = json.loads((student.path / "history.json").read_text())
+                 for name, art in (("teacher", teacher), ("student", student), ("student-scratch", scratch))}
     log("[7/7] report")
     with artifact.create(out / "report", kind="report", family=r.family, format="report", config=config,
                          parents=parents, stage="report") as art:

@@ -105,13 +105,16 @@ def plot(report: dict, histories: dict, directory: Path) -> list[str]:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, hist in histories.items():
         steps = [h["step"] for h in hist if "val_bits_per_byte" in h]
-        a.plot([h["step"] for h in hist], [h["loss"] for h in hist], alpha=0.6, label=f"{name} train loss")
+        # distillation logs its cross-entropy part as "ce": comparable with the others' loss
+        a.plot([h["step"] for h in hist], [h.get("ce", h["loss"]) for h in hist], alpha=0.6,
+               label=f"{name} train cross-entropy")
         a.plot(steps, [h["val_loss"] for h in hist if "val_bits_per_byte" in h], "o--", label=f"{name} val loss")
     a.set(xlabel="step", ylabel="loss (nats/token)", title="training")
     a.legend(fontsize=7)
-    for v in report["variants"]:
-        b.scatter(v["latency"]["decode_tok_s_p50"], v["quality"]["bits_per_byte"], s=40)
-        b.annotate(v["name"], (v["latency"]["decode_tok_s_p50"], v["quality"]["bits_per_byte"]), fontsize=8)
+    for i, v in enumerate(report["variants"]):
+        xy = (v["latency"]["decode_tok_s_p50"], v["quality"]["bits_per_byte"])
+        b.scatter(*xy, s=40)
+        b.annotate(v["name"], xy, xytext=(4, 6 if i % 2 else -10), textcoords="offset points", fontsize=8)
     b.set(xscale="log", xlabel="decode tokens/s (p50, log)", ylabel="bits per byte (lower is better)",
           title="quality vs speed")
     fig.tight_layout()
