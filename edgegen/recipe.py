@@ -74,7 +74,8 @@ def _lm_tiny() -> LMRecipe:
         student=StudentConfig(n_layer=1, d_model=128, n_head=4),
         distill=DistillConfig(alpha=0.5, temperature=1.0),
         student_train=TrainConfig(steps=300, seed=1, **steps),
-        validate=ValidateConfig(max_bytes=32_768, context=128, stride=64, max_new_tokens=64),
+        validate=ValidateConfig(max_bytes=32_768, context=128, stride=64, max_new_tokens=64,
+                                  min_seconds=1.0),
     )
 
 

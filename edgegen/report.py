@@ -1,8 +1,9 @@
-"""Reports: report.json (read by people, CI and other tools), report.md and plots.
+"""Reports: report.json (read by people, CI and other tools), report.md, report.html and plots.
 
 report.json: `recipe`, `family`, `variants` (name, role, format, runtime,
 precision, params, size_bytes, quality, latency, memory, parity, bundle),
 `gates` ({name, value, limit, op, passed}), `passed`, and `machine`.
+report.html (see report_html.py) is self-contained: plots embedded, no network, no scripts.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def markdown(report: dict, plots: list[str]) -> str:
     lines = [f"# edgegen report: {report['recipe']}", "",
              f"**{'All gates passed' if report['passed'] else 'Some gates failed'}** "
              f"({sum(g['passed'] for g in report['gates'])}/{len(report['gates'])}).", "",
+             "Plots, samples and tables in one offline page: [report.html](report.html).", "",
              "## Variants", "", *rows, "",
              f"Quality: {n['quality']}", "", f"Latency: {n['latency']}", "",
              "## Gates", "", *gates, ""]
@@ -124,6 +126,11 @@ def plot(report: dict, histories: dict, directory: Path) -> list[str]:
 
 
 def write(directory: Path, report: dict, histories: dict) -> None:
+    """report.json, report.md (+ overview.png) and report.html into `directory`."""
+    from edgegen import report_html
+
+    directory = Path(directory)
     plots = plot(report, histories, directory)
     (directory / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (directory / "report.md").write_text(markdown(report, plots))
+    (directory / "report.html").write_text(report_html.render(report, histories), encoding="utf-8")

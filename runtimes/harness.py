@@ -1,7 +1,11 @@
 """Validation on the target runtime: quality, latency, size and memory of one bundle.
 
 Quality is computed through the runtime (not torch), so it is the exported
-model's quality. Latency: warm-up runs, then repeats; medians and p90.
+model's quality. Latency follows MLPerf SingleStream: one query at a time,
+warm-up first, then at least `min_queries` queries and `min_seconds` (or
+fewer seconds once p90 is stable), reporting p50/p90/p99, mean, std and the
+coefficient of variation, with a warning when the CV is high. Session load
+time and the cold first query are reported apart from the steady state.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -29,17 +34,23 @@ class ValidateConfig:
     stride: int = 0  # 0: half the context
     prompt: str = "import os\nimport sys\n\n\ndef main():\n"
     max_new_tokens: int = 64
-    warmup: int = 2
-    repeats: int = 5
+    warmup: int = 2  # queries before measuring
+    repeats: int = 5  # at least this many whole generations for decode speed
+    min_queries: int = 64  # time-to-first-token queries, and decode tokens, at least
+    min_seconds: float = 5.0  # per measurement, unless p90 is stable before
+    max_seconds: float = 60.0  # per measurement, whatever else
+    cv_warning: float = 0.10  # warn when std / mean is above this
     threads: int = 0  # 0: auto, the fastest of 1, 2, 4, ... up to the cores, on a short decode trial
     memory: bool = True
     seed: int = 0
 
     def __post_init__(self):
-        if self.max_bytes < 16 or self.max_new_tokens < 2 or self.repeats < 1:
-            raise ValueError("max_bytes >= 16, max_new_tokens >= 2 and repeats >= 1 are needed")
+        if self.max_bytes < 16 or self.max_new_tokens < 2 or self.repeats < 1 or self.min_queries < 1:
+            raise ValueError("max_bytes >= 16, max_new_tokens >= 2, repeats >= 1 and min_queries >= 1 are needed")
         if self.context == 1 or self.context < 0 or self.stride < 0 or (self.context and self.stride >= self.context):
             raise ValueError("context must be >= 2 and stride smaller than context")
+        if not 0 <= self.min_seconds <= self.max_seconds:
+            raise ValueError("min_seconds must be between 0 and max_seconds")
 
 
 def model_size(path: Path) -> int:
@@ -48,21 +59,96 @@ def model_size(path: Path) -> int:
     return sum(f.stat().st_size for f in files)
 
 
-def percentiles(values, prefix: str) -> dict:
-    v = np.asarray(values, dtype=float)
-    return {f"{prefix}_p50": float(np.median(v)), f"{prefix}_p90": float(np.percentile(v, 90))}
+def summarize(samples_ms, cv_warning: float = 0.10) -> dict:
+    v = np.asarray(samples_ms, dtype=float)
+    mean, std = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    out = {"p50_ms": float(np.percentile(v, 50)), "p90_ms": float(np.percentile(v, 90)),
+           "p99_ms": float(np.percentile(v, 99)), "mean_ms": mean, "std_ms": std,
+           "cv": std / mean if mean else 0.0, "queries": int(len(v))}
+    if out["cv"] > cv_warning:
+        out["warning"] = (f"high variation (CV {out['cv']:.0%} > {cv_warning:.0%}): the machine was busy or "
+                          "the model is too small to time reliably; rerun on an idle machine")
+    return out
+
+
+def measure(query: Callable[[], object], cfg: ValidateConfig, *, warmup: int | None = None,
+            min_queries: int | None = None) -> dict:
+    """SingleStream timing of `query`, one call at a time.
+
+    `query` may return its own sample(s) in ms (a float or a list, e.g. per-token
+    times); otherwise the call itself is timed. Stops once there are at least
+    min_queries samples and either min_seconds have passed or p90 moved less
+    than 1% over the last 16 calls; never runs past max_seconds.
+    """
+    for _ in range(cfg.warmup if warmup is None else warmup):
+        query()
+    want = cfg.min_queries if min_queries is None else min_queries
+    samples: list[float] = []
+    last_p90, calls, start = None, 0, time.perf_counter()
+    clock = time.perf_counter
+    while True:
+        t0 = clock()
+        got = query()
+        t1 = clock()
+        samples.extend(got if isinstance(got, list) else [(t1 - t0) * 1e3 if got is None else got])
+        calls += 1
+        elapsed = t1 - start
+        if elapsed >= cfg.max_seconds:
+            break
+        if len(samples) >= want:
+            if elapsed >= cfg.min_seconds:
+                break
+            if calls % 16 == 0:
+                p90 = float(np.percentile(samples, 90))
+                if last_p90 is not None and abs(p90 - last_p90) <= 0.01 * last_p90:
+                    break
+                last_p90 = p90
+    result = summarize(samples, cfg.cv_warning)
+    result["seconds"] = time.perf_counter() - start
+    result["samples_ms"] = [round(x, 4) for x in samples]
+    return result
 
 
 def measure_latency(gen: TextGenerator, cfg: ValidateConfig) -> dict:
-    """Time to first token and decode tokens/s for cfg.prompt, greedy, over repeats."""
-    for _ in range(cfg.warmup):
-        gen.generate(cfg.prompt, cfg.max_new_tokens, greedy=True)
-    runs = [gen.generate(cfg.prompt, cfg.max_new_tokens, greedy=True) for _ in range(cfg.repeats)]
-    return {**percentiles([r.ttft_ms for r in runs], "ttft_ms"),
-            **percentiles([r.tok_s for r in runs], "decode_tok_s"),
-            **percentiles([1e3 / r.tok_s for r in runs], "per_token_ms"),
-            "prompt_tokens": len(gen.tokenizer.encode(cfg.prompt)), "new_tokens": cfg.max_new_tokens,
-            "repeats": cfg.repeats, "warmup": cfg.warmup}
+    """LM latency: the cold first query, time to first token, and decode speed.
+
+    The headline p50_ms/p90_ms/p99_ms/mean_ms/cv are per decode token (time per
+    output token); ttft_ms_* time the prompt in -> first token out.
+    """
+    prompt_ids = gen.tokenizer.encode(cfg.prompt)
+    t0 = time.perf_counter()
+    gen.generate(cfg.prompt, 2, greedy=True)
+    cold_ms = (time.perf_counter() - t0) * 1e3
+    ttft = measure(lambda: gen.generate(cfg.prompt, 1, greedy=True).ttft_ms, cfg)
+    runs: list = []
+
+    def decode_query():
+        r = gen.generate(cfg.prompt, cfg.max_new_tokens, greedy=True)
+        runs.append(r.tok_s)
+        return r.token_ms[1:]  # after the first token: one sample per decode step
+
+    decode = measure(decode_query, cfg, min_queries=max(cfg.min_queries, cfg.repeats * (cfg.max_new_tokens - 1)))
+    runs = runs[cfg.warmup:]
+    per_token = {k: v for k, v in decode.items() if k != "samples_ms"}
+    return {**per_token, "cold_ms": cold_ms, "samples_ms": decode["samples_ms"],
+            **{f"ttft_ms_{k[:-3]}": ttft[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},
+            "ttft_cv": ttft["cv"], "ttft_queries": ttft["queries"],
+            "decode_tok_s_p50": float(np.median(runs)), "decode_tok_s_p90": float(np.percentile(runs, 90)),
+            "per_token_ms_p50": decode["p50_ms"], "per_token_ms_p90": decode["p90_ms"],
+            "prompt_tokens": len(prompt_ids), "new_tokens": cfg.max_new_tokens, "generations": len(runs),
+            "warmup": cfg.warmup}
+
+
+def kv_cache_bytes(gen: TextGenerator, batch: int = 1) -> int | None:
+    """Size of the KV cache at the model's maximum context (None when the context is unknown)."""
+    if not gen.max_len:
+        return None
+    total = 0
+    for name in gen.past_names:
+        shape, dtype = gen.session.inputs[name]
+        per_position = int(np.prod([d for i, d in enumerate(shape) if i not in (0, 2)]))
+        total += batch * per_position * gen.max_len * np.dtype(dtype).itemsize
+    return total
 
 
 def thread_options() -> list[int]:
@@ -109,9 +195,27 @@ def validate(bundle: str | Path, text: str, runtime: str = "ort", cfg: ValidateC
     start = time.perf_counter()
     gen, threads = tuned_generator(bundle, runtime, cfg)
     quality = measure_quality(gen, text, cfg)
-    latency = {**measure_latency(gen, cfg), "threads": threads}
+    result = profile(bundle, runtime, cfg, gen=gen, threads=threads)
     sample = gen.generate(cfg.prompt, cfg.max_new_tokens, seed=cfg.seed, temperature=0.8, top_k=40)
+    parity = gen.session.metadata.get("parity")
+    return {**result, "quality": quality, "sample": {"prompt": cfg.prompt, "text": sample.text},
+            **({"parity": parity} if parity else {}), "validate_s": time.perf_counter() - start}
+
+
+def profile(bundle: str | Path, runtime: str = "ort", cfg: ValidateConfig | None = None,
+            gen: TextGenerator | None = None, threads: int | None = None) -> dict:
+    """Latency and memory only (no quality): what `edgegen profile` reports."""
+    cfg = cfg or ValidateConfig()
+    if gen is None:
+        gen, threads = tuned_generator(bundle, runtime, cfg)
+    t0 = time.perf_counter()
+    TextGenerator(bundle, runtime, threads=threads)  # session load time, apart from any tuning
+    load_ms = (time.perf_counter() - t0) * 1e3
+    latency = {**measure_latency(gen, cfg), "threads": threads, "load_ms": load_ms}
     memory = measure_in_child(bundle, runtime, threads=threads) if cfg.memory else {}
+    kv = kv_cache_bytes(gen)
+    if kv is not None:
+        memory["kv_cache_mib_at_max_context"] = kv / 2**20
+        memory["max_context"] = gen.max_len
     return {"runtime": runtime, "precision": gen.session.metadata.get("precision", "fp32"),
-            "size_bytes": model_size(bundle), "quality": quality, "latency": latency, "memory": memory,
-            "sample": {"prompt": cfg.prompt, "text": sample.text}, "validate_s": time.perf_counter() - start}
+            "size_bytes": model_size(bundle), "latency": latency, "memory": memory}

@@ -24,7 +24,7 @@ def find_model(path: Path) -> tuple[Path, dict]:
         if manifest.format != "onnx":
             raise EdgegenError(f"{path} is a {manifest.format} bundle; ONNX Runtime needs an onnx bundle")
         names = [n for n in manifest.files if n.endswith(".onnx")]
-        meta = {"precision": manifest.precision, "family": manifest.family}
+        meta = {"precision": manifest.precision, "family": manifest.family, "parity": manifest.metrics.get("parity")}
     else:  # e.g. a Hugging Face Optimum export folder
         names = sorted(p.name for p in path.glob("*.onnx")) if path.is_dir() else []
         meta = {}

@@ -27,6 +27,7 @@ class GenerationResult:
     token_ids: list[int]  # the new tokens only
     ttft_ms: float  # prompt in -> first new token out
     tok_s: float  # decode tokens/s after the first token
+    token_ms: list[float]  # when each token came, ms after the previous one (the first: after the prompt)
 
 
 class TextGenerator:
@@ -111,7 +112,7 @@ class TextGenerator:
         for token in self.stream_ids(self.tokenizer.encode(prompt), max_new_tokens, SamplingConfig(**sampling), seed):
             times.append(time.perf_counter())
             ids.append(token)
-        ttft = (times[0] - start) * 1e3
+        token_ms = np.diff([start, *times]) * 1e3
         decode_s = times[-1] - times[0]
         tok_s = (len(ids) - 1) / decode_s if len(ids) > 1 and decode_s > 0 else float("nan")
-        return GenerationResult(self.tokenizer.decode(ids), ids, ttft, tok_s)
+        return GenerationResult(self.tokenizer.decode(ids), ids, float(token_ms[0]), tok_s, token_ms.tolist())

@@ -18,7 +18,7 @@ student: {n_layer: 1, d_model: 16, n_head: 2, n_kv_head: 1}
 teacher_train: {steps: 6, batch_size: 4, seq_len: 32, warmup_steps: 2, eval_batches: 2}
 student_train: {steps: 6, batch_size: 4, seq_len: 32, warmup_steps: 2, eval_batches: 2}
 data: {max_train_bytes: 200000}
-validate: {max_bytes: 2000, repeats: 1, warmup: 1, max_new_tokens: 8, context: 32, stride: 16}
+validate: {max_bytes: 2000, repeats: 1, warmup: 1, max_new_tokens: 8, context: 32, stride: 16, min_queries: 8, min_seconds: 0.0}
 """
 
 VARIANTS = ["teacher", "teacher-onnx-fp32", "student-scratch", "student-onnx-fp32", "student-onnx-int8"]

@@ -170,7 +170,7 @@ NO_TORCH_HARNESS = NO_TORCH.replace(
     'r = TextGenerator(sys.argv[1]).generate("def ", 8, greedy=True)',
     'from edgegen.runtimes.harness import ValidateConfig, validate\n'
     'res = validate(sys.argv[1], "def f(x):\\n    return x + 1\\n" * 20, "ort", '
-    'ValidateConfig(max_bytes=200, max_new_tokens=4, warmup=0, repeats=1, memory=False))\n'
+    'ValidateConfig(max_bytes=200, max_new_tokens=4, warmup=0, repeats=1, min_queries=4, min_seconds=0.0, memory=False))\n'
     'r = TextGenerator(sys.argv[1]).generate("def ", 8, greedy=True)\n'
     'assert res["quality"]["bits_per_byte"] > 0')
 
