@@ -92,9 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, default=65_536, help="evaluate at most this many bytes of text")
     p.add_argument("--context", type=int, default=0, help="perplexity window (default: the model's context)")
     p.add_argument("--stride", type=int, default=0, help="perplexity stride (default: half the window)")
-    p.add_argument("--threads", type=int, default=0, help="runtime threads (default: the runtime's choice)")
+    _measure_args(p)
+    p.add_argument("--budget", metavar="FILE", help="a budget YAML of gates (e.g. 'latency.p90_ms <= 40 on cpu-2t'): "
+                   "prints one line per gate and exits 1 when any fails")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _seed(p)
+
+    p = sub.add_parser("profile", help="latency and memory of a bundle on a device (no quality)",
+                       description="Latency (per decode token: p50/p90/p99, mean, CV; time to first token; "
+                       "tokens/s) and peak memory on a device profile: run here for local profiles, over SSH "
+                       "for ssh profiles, or estimated from the graph (roofline, labelled an estimate) otherwise.")
+    p.add_argument("bundle", help="bundle (or checkpoint, with --runtime torch) directory")
+    p.add_argument("--device", required=True, help="device profile name (see `edgegen devices`) or YAML file")
+    p.add_argument("--runtime", default="ort", choices=["ort", "torch"], help="runtime (default: ort)")
+    _measure_args(p, threads=False)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("devices", help="list the device profiles",
+                       description="Device profiles shipped with edgegen, in ~/.config/edgegen/devices/ and in "
+                       "the folders of EDGEGEN_DEVICES.")
+    p.add_argument("--json", action="store_true", help="print the profiles as JSON")
 
     p = sub.add_parser("generate", help="generate text with a bundle",
                        description="Sample a continuation of --prompt; streams text unless --json.")
@@ -109,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print text, token_ids, ttft_ms and tok_s as JSON")
     _seed(p)
     return parser
+
+
+def _measure_args(p, threads=True):
+    if threads:
+        p.add_argument("--threads", type=int, default=0, help="runtime threads (default: the fastest here)")
+        p.add_argument("--device", help="run on this device profile (see `edgegen devices`)")
+    p.add_argument("--min-queries", type=int, default=64, help="latency: at least this many queries (default: 64)")
+    p.add_argument("--min-seconds", type=float, default=5.0, help="latency: at least this long, unless p90 is "
+                   "stable earlier (default: 5)")
 
 
 def _replace(obj, **changes):
@@ -195,20 +221,80 @@ def cmd_export(a):
 
 
 def cmd_validate(a):
-    from .data import load_text_splits, read_text_path
+    from .data import TextDataConfig, read_text_path
     from .runtimes.harness import ValidateConfig, validate
 
-    text = "\n\n".join(t for _, t in read_text_path(a.data)) if a.data else load_text_splits().test
+    from .budget import check, format_gate, load_budget
+    from .runtimes.devices import get_profile
+    from .runtimes.harness import run_on
+
+    budget = load_budget(a.budget) if a.budget else None  # a bad budget fails before any work
+    devices = {name: get_profile(name) for name in ([a.device] if a.device else []) + (budget.devices if budget else [])}
+    text = "\n\n".join(t for _, t in read_text_path(a.data)) if a.data else TextDataConfig().load()[1].test
     cfg = _replace(ValidateConfig(), max_bytes=a.max_bytes, context=a.context, stride=a.stride, threads=a.threads,
-                   seed=a.seed)
-    result = validate(a.bundle, text, a.runtime, cfg)
+                   seed=a.seed, min_queries=a.min_queries, min_seconds=a.min_seconds)
+    result = run_on(devices[a.device], a.bundle, a.runtime, cfg, text) if a.device else validate(a.bundle, text, a.runtime, cfg)
+    results = {None: result, **({a.device: result} if a.device else {})}
+    for name, device in devices.items():
+        if name not in results:
+            results[name] = run_on(device, a.bundle, a.runtime, cfg)
+    gates = check(budget, results) if budget else []
+    if a.json:
+        print(json.dumps({**_brief(result), **({"gates": gates, "passed": all(g["passed"] for g in gates)} if budget else {}),
+                          "devices": {n: _brief(r) for n, r in results.items() if n}}, indent=2))
+    else:
+        q, lat = result["quality"], result["latency"]
+        print(f"bits/byte {q['bits_per_byte']:.4f}  perplexity {q['perplexity']:.3f}  ({q['tokens']} tokens)")
+        print(f"TTFT p50 {lat['ttft_ms_p50']:.2f} ms  decode {lat['decode_tok_s_p50']:.0f} tok/s p50  "
+              f"per token p90 {lat['per_token_ms_p90']:.3f} ms")
+        print(f"size {result['size_bytes'] / 1024:.1f} KiB  peak RSS {result['memory'].get('peak_run_mib', float('nan')):.1f} MiB")
+        for g in gates:
+            print(format_gate(g))
+    return 1 if any(not g["passed"] for g in gates) else 0
+
+
+def _brief(result: dict) -> dict:
+    """A result without its raw latency samples (they go to reports, not terminals)."""
+    return {**result, "latency": {k: v for k, v in result.get("latency", {}).items() if k != "samples_ms"}}
+
+
+def cmd_profile(a):
+    from .runtimes.devices import get_profile
+    from .runtimes.harness import ValidateConfig, run_on
+
+    device = get_profile(a.device)
+    cfg = _replace(ValidateConfig(), min_queries=a.min_queries, min_seconds=a.min_seconds)
+    result = _brief(run_on(device, a.bundle, a.runtime, cfg))
     if a.json:
         print(json.dumps(result, indent=2))
         return 0
-    q, lat = result["quality"], result["latency"]
-    print(f"bits/byte {q['bits_per_byte']:.4f}  perplexity {q['perplexity']:.3f}  ({q['tokens']} tokens)")
-    print(f"TTFT p50 {lat['ttft_ms_p50']:.2f} ms  decode {lat['decode_tok_s_p50']:.0f} tok/s p50")
-    print(f"size {result['size_bytes'] / 1024:.1f} KiB  peak RSS {result['memory'].get('peak_run_mib', float('nan')):.1f} MiB")
+    lat = result["latency"]
+    if lat.get("kind") == "estimate":
+        e = result["estimate"]
+        print(f"{device.name}: ESTIMATE (roofline from the graph, calibrated here x{e['host_measured_over_estimated']:.2f}): "
+              f"{lat['p50_ms']:.3f} ms per token, {lat['decode_tok_s_p50']:.0f} tok/s")
+        return 0
+    print(f"{device.name}: per token p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
+          f"CV {lat['cv']:.1%}  ({lat['queries']} tokens)")
+    print(f"TTFT p50 {lat['ttft_ms_p50']:.2f} ms  decode {lat['decode_tok_s_p50']:.0f} tok/s  load {lat['load_ms']:.1f} ms")
+    if "warning" in lat:
+        print(f"warning: {lat['warning']}")
+    mem = result["memory"]
+    print(f"peak RSS {mem.get('peak_run_mib', float('nan')):.1f} MiB  KV cache at max context "
+          f"{mem.get('kv_cache_mib_at_max_context', float('nan')):.2f} MiB")
+    return 0
+
+
+def cmd_devices(a):
+    from .runtimes.devices import profiles
+
+    found = profiles()
+    if a.json:
+        print(json.dumps({n: dataclasses.asdict(p) for n, p in found.items()}, indent=2))
+        return 0
+    for name, p in found.items():
+        where = p.ssh if p.ssh else p.kind
+        print(f"{name:20s} {where:10s} {','.join(p.runtimes):14s} {p.description.splitlines()[0] if p.description else ''}")
     return 0
 
 
@@ -236,7 +322,7 @@ def cmd_generate(a):
 
 
 COMMANDS = {"run": cmd_run, "train": cmd_train, "distill": cmd_distill, "export": cmd_export,
-            "validate": cmd_validate, "generate": cmd_generate}
+            "validate": cmd_validate, "generate": cmd_generate, "profile": cmd_profile, "devices": cmd_devices}
 
 
 def main(argv=None) -> int:

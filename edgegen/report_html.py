@@ -159,8 +159,12 @@ def tradeoff_figure(variants: list[dict], colors: dict, qkey: str):
                title=f"{QUALITY_KEYS[qkey]} vs {kind}")
         _plain_log_ticks(ax.xaxis)
         ax.grid(alpha=0.3, which="both")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside right center", fontsize=8, frameon=False)
+    legend = {}
+    for ax in axes:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if "Pareto front" in legend:
+        legend["Pareto front"] = legend.pop("Pareto front")  # last, after the variants
+    fig.legend(legend.values(), legend.keys(), loc="outside right center", fontsize=8, frameon=False)
     return fig
 
 
@@ -270,6 +274,7 @@ def variants_table(variants: list[dict]) -> str:
 
 
 def samples_html(variants: list[dict]) -> str:
+    """Prompt (grey) and continuation per variant; empty when no variant has a text sample."""
     parts = []
     for v in variants:
         s = v.get("sample") or {}
@@ -278,7 +283,10 @@ def samples_html(variants: list[dict]) -> str:
         parts.append(f'<div class="sample"><h3>{html.escape(v["name"])}</h3>'
                      f'<pre><span class="prompt">{html.escape(s.get("prompt", ""))}</span>'
                      f'{html.escape(s.get("text", ""))}</pre></div>')
-    return '<div class="samples">' + "".join(parts) + "</div>"
+    if not parts:
+        return ""
+    return ('<h2>Samples</h2><p class="note">Prompt in grey, then the variant\'s continuation.</p>'
+            '<div class="samples">' + "".join(parts) + "</div>")
 
 
 STYLE = """
@@ -346,8 +354,6 @@ def render(report: dict, histories: dict) -> str:
 {notes}
 <h2>Plots</h2>
 {plots_html}
-<h2>Samples</h2>
-<p class="note">Prompt in grey, then the variant's continuation.</p>
 {samples_html(variants)}
 <h2>Machine</h2>
 <p class="note">{machine}</p>

@@ -31,6 +31,7 @@ class DeviceProfile:
     peak_gflops: dict = dataclasses.field(default_factory=dict)  # precision -> GFLOP/s (GOP/s for int8)
     memory_bandwidth_gbs: float = 0.0  # GB/s
     op_overhead_us: float = 0.0  # fixed cost of launching one graph node (the roofline's latency floor)
+    local: bool = False  # runs on this machine (else: over ssh, or estimated offline)
     ssh: str | None = None  # user@host
     ssh_port: int = 22
     ssh_key: str | None = None  # private key file
@@ -39,13 +40,15 @@ class DeviceProfile:
     def __post_init__(self):
         if self.threads < 0 or self.memory_limit_mb < 0 or self.memory_bandwidth_gbs < 0 or self.op_overhead_us < 0:
             raise ValueError("threads, memory_limit_mb, memory_bandwidth_gbs and op_overhead_us must not be negative")
+        if self.local and self.ssh:
+            raise ValueError("a profile is either local or reached over ssh, not both")
         unknown = set(self.peak_gflops) - {"fp32", "fp16", "bf16", "int8", "int4", "fp8"}
         if unknown:
             raise ValueError(f"peak_gflops has an unknown precision '{sorted(unknown)[0]}'")
 
     @property
-    def local(self) -> bool:
-        return self.ssh is None
+    def kind(self) -> str:
+        return "local" if self.local else "ssh" if self.ssh else "estimate"
 
 
 def search_path() -> list[Path]:

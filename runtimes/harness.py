@@ -219,3 +219,36 @@ def profile(bundle: str | Path, runtime: str = "ort", cfg: ValidateConfig | None
         memory["max_context"] = gen.max_len
     return {"runtime": runtime, "precision": gen.session.metadata.get("precision", "fp32"),
             "size_bytes": model_size(bundle), "latency": latency, "memory": memory}
+
+
+def run_on(device, bundle: str | Path, runtime: str = "ort", cfg: ValidateConfig | None = None,
+           text: str | None = None) -> dict:
+    """Profile (or, given text, validate) a bundle on a device profile.
+
+    Local profiles run here with their threads and CPU affinity; ssh profiles
+    run through the self-contained remote runner; the rest are estimated from
+    the graph (a roofline calibrated on this machine), and say so.
+    """
+    cfg = dataclasses.replace(cfg or ValidateConfig(), threads=device.threads or (cfg.threads if cfg else 0))
+    if device.kind == "ssh":
+        from .remote import run_remote
+
+        mode = "validate" if text is not None else "profile"
+        return run_remote(bundle, device, mode, {**dataclasses.asdict(cfg), "text": text})
+    if device.kind == "estimate":
+        from .estimate import estimate_bundle
+
+        est = estimate_bundle(Path(bundle), device)
+        ms = est["calibrated_estimate_ms"]
+        return {"device": device.name, "runtime": runtime, "size_bytes": model_size(bundle), "estimate": est,
+                "latency": {"kind": "estimate", "p50_ms": ms, "per_token_ms_p50": ms, "decode_tok_s_p50": 1e3 / ms}}
+    from .devices import apply_local
+
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    apply_local(device)
+    try:
+        result = validate(bundle, text, runtime, cfg) if text is not None else profile(bundle, runtime, cfg)
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+    return {"device": device.name, **result}

@@ -156,6 +156,7 @@ for name in sys.argv[1:]:
     except Exception:
         r["missing"].append(name)
 print("EDGEGEN-RESULT " + json.dumps(r))
+sys.exit(3 if r["missing"] or sys.version_info < (3, 10) else 0)  # no temp dir for a device that cannot run it
 '''
 
 
@@ -225,8 +226,13 @@ class _Ssh:
         return done
 
     def scp(self, sources: list[Path], remote_dir: str, timeout: float) -> None:
-        done = self._run(["scp", *self.options, "-r", "-q", "-P", str(self.profile.ssh_port), *map(str, sources),
-                          f"{self.scp_target}:{remote_dir}/"], "copying the bundle", timeout)
+        argv = ["scp", *self.options, "-r", "-q", "-P", str(self.profile.ssh_port), *map(str, sources),
+                f"{self.scp_target}:{remote_dir}/"]
+        done = self._run(argv, "copying the bundle", timeout)
+        if done.returncode and "Connection closed" in done.stderr:
+            # OpenSSH >= 9 copies over SFTP; a device without the SFTP subsystem needs the old protocol (-O)
+            legacy = self._run([*argv[:1], "-O", *argv[1:]], "copying the bundle", timeout)
+            done = legacy if legacy.returncode == 0 or "unknown option" not in legacy.stderr else done
         if done.returncode:
             if _is_ssh_failure(done.stderr):
                 raise self.error(done.stderr)

@@ -45,10 +45,12 @@ def _split_of(name: str, fractions=(0.9, 0.05)) -> str:
     return "train" if u < fractions[0] else "validation" if u < sum(fractions) else "test"
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, strict: bool = True) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
+        if not strict:  # the standard library ships a few deliberately non-UTF-8 test files
+            return ""
         raise EdgegenError(f"{path} is not UTF-8 text; convert it or leave it out of --data") from None
     except OSError as e:
         raise EdgegenError(f"cannot read {path}: {e.strerror}") from None
@@ -76,7 +78,7 @@ def read_text_path(path: str | Path) -> list[tuple[str, str]]:
 def _split_by_position(docs) -> dict:
     parts = {s: [] for s in SPLITS}
     for _, text in docs:
-        text = text if isinstance(text, str) else _read(text)
+        text = text if isinstance(text, str) else _read(text, strict=False)
         a, b = int(len(text) * 0.9), int(len(text) * 0.95)
         parts["train"].append(text[:a]), parts["validation"].append(text[a:b]), parts["test"].append(text[b:])
     return parts
@@ -90,7 +92,7 @@ def _split_by_file(docs, max_bytes) -> dict:
         cap = max_bytes if split == "train" else (max_bytes or 0) // 10 or None
         if cap is not None and size[split] >= cap:
             continue
-        text = text if isinstance(text, str) else _read(text)
+        text = text if isinstance(text, str) else _read(text, strict=False)
         parts[split].append(text)
         size[split] += len(text)
     return parts
