@@ -148,6 +148,7 @@ def _replace(obj, **changes):
 def cmd_run(a):
     from pathlib import Path
 
+    from .budget import format_gate
     from .recipe import load_recipe, run
 
     recipe = load_recipe(a.recipe)
@@ -159,7 +160,7 @@ def cmd_run(a):
     report_dir = run(recipe, out, log=lambda m: print(m, file=sys.stderr))
     rep = json.loads((report_dir / "report.json").read_text())
     for g in rep["gates"]:
-        print(f"{'PASS' if g['passed'] else 'FAIL'}  {g['name']} = {g['value']:.4g} (limit {g['op']} {g['limit']:g})")
+        print(format_gate(g))
     print(f"report: {report_dir / 'report.md'}")
     return 1 if a.strict and not rep["passed"] else 0
 

@@ -20,6 +20,7 @@ from edgegen.export.quantize import QuantizeConfig
 from edgegen.runtimes.harness import ValidateConfig
 
 from . import EdgegenError
+from .budget import Budget, check, parse_gate
 from .config import from_dict, load_file, to_dict
 from .data import TextDataConfig
 from .models.lm import LMConfig
@@ -53,6 +54,9 @@ class LMRecipe:
     quantize: QuantizeConfig = dataclasses.field(default_factory=QuantizeConfig)
     validate: ValidateConfig = dataclasses.field(default_factory=ValidateConfig)
     gates: Gates = dataclasses.field(default_factory=Gates)
+    # Extra gates on the shipped variant (the INT8 student), in the budget syntax of edgegen/budget.py;
+    # references are the run's variants, e.g. "quality.bits_per_byte <= 1.05 * teacher", "size_mb <= 1".
+    budget: list[str] = dataclasses.field(default_factory=list)
 
     def with_seed(self, seed: int) -> "LMRecipe":
         return dataclasses.replace(
@@ -122,6 +126,10 @@ def run(recipe: LMRecipe, out: str | Path, log=print) -> Path:
     out = Path(out)
     r = recipe
     log(f"edgegen run {r.name} -> {out}")
+    for gate in map(parse_gate, r.budget):  # a bad gate fails before any work
+        if gate.reference and gate.reference not in VARIANTS:
+            raise EdgegenError(f"budget gate '{gate.text}' names '{gate.reference}', which is not a variant "
+                               f"of this run ({', '.join(VARIANTS)})")
     log("[1/7] teacher: train")
     teacher = train(out / "teacher", model=r.teacher, train=r.teacher_train, data=r.data, resume="auto",
                     desc="teacher", role="teacher")
@@ -168,7 +176,8 @@ def run(recipe: LMRecipe, out: str | Path, log=print) -> Path:
              "latency": f"greedy generation of {r.validate.max_new_tokens} tokens after a "
                         f"{rows[0]['latency']['prompt_tokens']}-token prompt, {r.validate.warmup} warm-up runs, "
                         f"median and p90 of {r.validate.repeats} runs; peak RSS measured in a child process."}
-    rep = report.build(r.name, r.family, rows, report.lm_gates(rows, r.gates), notes)
+    gates = report.lm_gates(rows, r.gates) + budget_gates(r.budget, rows, r.validate)
+    rep = report.build(r.name, r.family, rows, gates, notes)
     histories = {name: json.loads((art.path / "history.json").read_text())
                  for name, art in (("teacher", teacher), ("student", student), ("student-scratch", scratch))}
     log("[7/7] report")
@@ -177,3 +186,23 @@ def run(recipe: LMRecipe, out: str | Path, log=print) -> Path:
         report.write(art.dir, rep, histories)
         art.metrics.update({"passed": rep["passed"]})
     return art.path
+
+
+SHIPPED_VARIANT = "student-onnx-int8"
+VARIANTS = ("teacher", "teacher-onnx-fp32", "student-scratch", "student-onnx-fp32", SHIPPED_VARIANT)
+
+
+def budget_gates(lines: list[str], rows: list[dict], cfg: ValidateConfig) -> list[dict]:
+    """The recipe's budget on the shipped variant; other variants are its references."""
+    if not lines:
+        return []
+    from edgegen.budget import METRICS, lookup
+    from edgegen.runtimes.devices import get_profile
+    from edgegen.runtimes.harness import run_on
+
+    by = {row["name"]: row for row in rows}
+    refs = {name: {m: lookup(row, m) for m in METRICS} for name, row in by.items()}
+    budget = Budget([parse_gate(g) for g in lines], refs)
+    shipped = by[SHIPPED_VARIANT]
+    results = {None: shipped, **{d: run_on(get_profile(d), shipped["bundle"], "ort", cfg) for d in budget.devices}}
+    return check(budget, results)

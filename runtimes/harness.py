@@ -72,11 +72,11 @@ def summarize(samples_ms, cv_warning: float = 0.10) -> dict:
 
 
 def measure(query: Callable[[], object], cfg: ValidateConfig, *, warmup: int | None = None,
-            min_queries: int | None = None) -> dict:
+            min_queries: int | None = None, reports_ms: bool = False) -> dict:
     """SingleStream timing of `query`, one call at a time.
 
-    `query` may return its own sample(s) in ms (a float or a list, e.g. per-token
-    times); otherwise the call itself is timed. Stops once there are at least
+    The call itself is timed; with reports_ms the query returns its own
+    sample(s) in ms instead (a float, or a list such as per-token times). Stops once there are at least
     min_queries samples and either min_seconds have passed or p90 moved less
     than 1% over the last 16 calls; never runs past max_seconds.
     """
@@ -90,7 +90,7 @@ def measure(query: Callable[[], object], cfg: ValidateConfig, *, warmup: int | N
         t0 = clock()
         got = query()
         t1 = clock()
-        samples.extend(got if isinstance(got, list) else [(t1 - t0) * 1e3 if got is None else got])
+        samples.extend((got if isinstance(got, list) else [got]) if reports_ms else [(t1 - t0) * 1e3])
         calls += 1
         elapsed = t1 - start
         if elapsed >= cfg.max_seconds:
@@ -119,7 +119,7 @@ def measure_latency(gen: TextGenerator, cfg: ValidateConfig) -> dict:
     t0 = time.perf_counter()
     gen.generate(cfg.prompt, 2, greedy=True)
     cold_ms = (time.perf_counter() - t0) * 1e3
-    ttft = measure(lambda: gen.generate(cfg.prompt, 1, greedy=True).ttft_ms, cfg)
+    ttft = measure(lambda: gen.generate(cfg.prompt, 1, greedy=True).ttft_ms, cfg, reports_ms=True)
     runs: list = []
 
     def decode_query():
@@ -127,7 +127,8 @@ def measure_latency(gen: TextGenerator, cfg: ValidateConfig) -> dict:
         runs.append(r.tok_s)
         return r.token_ms[1:]  # after the first token: one sample per decode step
 
-    decode = measure(decode_query, cfg, min_queries=max(cfg.min_queries, cfg.repeats * (cfg.max_new_tokens - 1)))
+    decode = measure(decode_query, cfg, min_queries=max(cfg.min_queries, cfg.repeats * (cfg.max_new_tokens - 1)),
+                     reports_ms=True)
     runs = runs[cfg.warmup:]
     per_token = {k: v for k, v in decode.items() if k != "samples_ms"}
     return {**per_token, "cold_ms": cold_ms, "samples_ms": decode["samples_ms"],

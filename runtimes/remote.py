@@ -9,7 +9,7 @@ the runner into a fresh temp dir there with scp, runs
 
     PYTHON runner.pyz validate|profile BUNDLE --json --config config.json [--text eval.txt]
 
-and returns the JSON it prints, with a `device` key added; the temp dir is
+and returns the JSON it prints, with `device` and `remote` keys added; the temp dir is
 removed afterwards. Every SSH failure becomes one EdgegenError sentence that
 names the device and host.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import shlex
 import subprocess
 import tempfile
@@ -93,19 +94,17 @@ def run(a):
     if a.config:
         with open(a.config, encoding="utf-8") as f:
             data = json.load(f)
+    # memory=False here: the harness's memory child runs `-m edgegen.runtimes.memory`, which is not
+    # importable outside the zip; this runner measures it by running the .pyz again instead.
     cfg = harness.ValidateConfig(**{**data, "memory": False})
     start = time.perf_counter()
     if a.mode == "validate":
         with open(a.text, encoding="utf-8") as f:
             result = harness.validate(bundle, f.read(), "ort", cfg)
-        threads = result["latency"]["threads"]
     else:
-        gen, threads = harness.tuned_generator(bundle, "ort", cfg)
-        result = {"runtime": "ort", "precision": gen.session.metadata.get("precision", "fp32"),
-                  "size_bytes": harness.model_size(bundle),
-                  "latency": {**harness.measure_latency(gen, cfg), "threads": threads}}
-        del gen
-    result["memory"] = memory_in_child(bundle, threads) if data.get("memory", True) else {}
+        result = harness.profile(bundle, "ort", cfg)
+    if data.get("memory", True):
+        result["memory"] = {**memory_in_child(bundle, result["latency"]["threads"]), **result.get("memory", {})}
     result[a.mode + "_s"] = time.perf_counter() - start
     return result
 
@@ -274,12 +273,12 @@ def _marked(stdout: str) -> dict | None:
     return json.loads(lines[-1][len(MARKER):]) if lines else None
 
 
-def _config(config, profile) -> dict:
+def _config(config: dict, profile) -> dict:
     from edgegen.config import from_dict
 
     from .harness import ValidateConfig
 
-    data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
+    data = dict(config)
     if not data.get("threads"):
         data["threads"] = profile.threads
     return dataclasses.asdict(from_dict(ValidateConfig, data, "validate config"))
@@ -319,8 +318,11 @@ def run_remote(bundle: str | Path, profile, mode: str = "validate", config=None,
 
     profile: a DeviceProfile with `ssh`; config: ValidateConfig fields (dict or dataclass; threads default to
     the profile's); text: the evaluation text (validate only); timeout: seconds for the copy and for the run;
-    ssh_options: extra ssh/scp arguments, placed first so they win (e.g. ["-o", "UserKnownHostsFile=..."]).
-    Returns the runner's JSON plus `device`: the profile name, host and the device's Python and libraries.
+    ssh_options: extra ssh/scp arguments, placed first so they win (e.g. ["-o", "UserKnownHostsFile=..."]),
+    followed by those in the EDGEGEN_SSH_OPTIONS environment variable (shell-quoted, e.g. "-J bastion").
+    `config["text"]`, if present, is taken as `text` (that is how harness.run_on calls it).
+    Returns the runner's JSON (what harness.validate / harness.profile return there) plus `device` (the
+    profile's name) and `remote` (host, port, and the device's Python, numpy, onnxruntime and machine).
     """
     if mode not in MODES:
         raise EdgegenError(f"unknown remote mode '{mode}' (known: {', '.join(MODES)})")
@@ -331,10 +333,17 @@ def run_remote(bundle: str | Path, profile, mode: str = "validate", config=None,
     bundle = Path(bundle).resolve()
     if not bundle.is_dir():
         raise EdgegenError(f"bundle {bundle} does not exist or is not a directory")
+    config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
+    config_text = config.pop("text", None)  # harness.run_on passes the text in the config
+    text = config_text if text is None else text
     if mode == "validate" and text is None:
         raise EdgegenError("validating on a device needs the evaluation text")
     cfg = _config(config, profile)
-    ssh = _Ssh(profile, ssh_options)
+    try:
+        env_options = shlex.split(os.environ.get("EDGEGEN_SSH_OPTIONS", ""))
+    except ValueError as e:
+        raise EdgegenError(f"EDGEGEN_SSH_OPTIONS is not valid shell quoting ({e})") from None
+    ssh = _Ssh(profile, [*ssh_options, *env_options])
     modules = ["numpy", "onnxruntime"] + (["tokenizers"] if (bundle / "tokenizer.json").is_file() else [])
     info, remote_dir = _prepare(ssh, modules)
     try:
@@ -361,6 +370,7 @@ def run_remote(bundle: str | Path, profile, mode: str = "validate", config=None,
             ssh.ssh(f"rm -rf -- {shlex.quote(remote_dir)}", "removing the temp dir", timeout=60)
         except EdgegenError:
             pass  # the device went away; its temp dir is left behind
-    result["device"] = {"name": profile.name, "ssh": profile.ssh, "port": profile.ssh_port,
-                        "python": profile.python, **{k: v for k, v in info.items() if k != "missing"}}
+    result["device"] = profile.name
+    result["remote"] = {"ssh": profile.ssh, "port": profile.ssh_port, "python": profile.python,
+                        **{k: v for k, v in info.items() if k != "missing"}}
     return result

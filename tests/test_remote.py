@@ -8,6 +8,7 @@ import getpass
 import glob
 import json
 import math
+import shlex
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from edgegen.runtimes.devices import DeviceProfile
 from edgegen.runtimes.remote import MARKER, build_runner, run_remote
 
 SSHD = Path("/usr/sbin/sshd")
-SMALL = dict(max_bytes=2000, max_new_tokens=8, repeats=1, warmup=1, threads=1)
+SMALL = dict(max_bytes=2000, max_new_tokens=8, repeats=1, warmup=1, threads=1, min_queries=2, min_seconds=0.0)
 EVAL_TEXT = "def f(x):\n    return x + 1\n\n" * 100
 
 
@@ -111,18 +112,22 @@ def test_remote_profile_without_sftp(sshd_without_sftp, fp32_bundle):
     assert "error" not in r["memory"], r["memory"]
     assert r["memory"]["peak_run_mib"] >= r["memory"]["baseline_mib"] > 0
     assert r["size_bytes"] > 0 and "quality" not in r
-    assert r["device"]["name"] == "loopback" and r["device"]["onnxruntime"]
+    assert r["device"] == "loopback" and r["remote"]["onnxruntime"] and r["remote"]["python_version"]
     assert remote_dirs() <= before  # the device's temp dir is gone
 
 
-def test_remote_validate(device, sshd, fp32_bundle):
-    r = run_remote(fp32_bundle.path, device, "validate", SMALL, EVAL_TEXT, ssh_options=sshd["options"])
+def test_remote_validate_through_run_on(device, sshd, fp32_bundle, monkeypatch):
+    """The harness's entry point (what `edgegen validate --device` calls) with an ssh profile."""
+    from edgegen.runtimes.harness import ValidateConfig, run_on
+
+    monkeypatch.setenv("EDGEGEN_SSH_OPTIONS", shlex.join(sshd["options"]))
+    r = run_on(device, fp32_bundle.path, "ort", ValidateConfig(**SMALL), EVAL_TEXT)
     q = r["quality"]
     assert math.isfinite(q["bits_per_byte"]) and q["bits_per_byte"] > 0
     assert q["bytes"] <= SMALL["max_bytes"]
     assert r["latency"]["ttft_ms_p50"] > 0 and r["latency"]["decode_tok_s_p50"] > 0
     assert r["memory"]["peak_run_mib"] > 0
-    assert r["precision"] == "fp32" and r["device"]["port"] == device.ssh_port
+    assert r["precision"] == "fp32" and r["remote"]["port"] == device.ssh_port
 
 
 def one_line_error(excinfo) -> str:
