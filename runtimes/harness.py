@@ -234,6 +234,8 @@ def run_on(device, bundle: str | Path, runtime: str = "ort", cfg: ValidateConfig
     if device.kind == "ssh":
         from .remote import run_remote
 
+        if runtime != "ort":
+            raise EdgegenError(f"device {device.name} runs over SSH, where only the ort runtime is available")
         mode = "validate" if text is not None else "profile"
         return run_remote(bundle, device, mode, {**dataclasses.asdict(cfg), "text": text})
     if device.kind == "estimate":
