@@ -16,6 +16,7 @@ from .config import from_dict, to_dict
 from .models.lm import LM, LMConfig
 
 FAMILIES = {"lm": (LMConfig, LM)}
+from .models.gan import GANConfig, Generator; FAMILIES["gan"] = (GANConfig, Generator)  # noqa: E402,E702
 WEIGHTS = "model.safetensors"
 CONFIG = "model_config.json"
 

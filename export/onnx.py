@@ -127,6 +127,9 @@ def export(checkpoint: str | Path, out: str | Path, cfg: OnnxExportConfig | None
     if done := artifact.reusable(out, artifact.stage_key("export-onnx", to_dict(cfg), parents)):
         return done
     model = load_model(parent.path)
+    family = parent.manifest.family
+    if family != "lm":
+        return _export_image(parent, model, out, cfg, parents)
     with artifact.create(out, kind="bundle", family="lm", format="onnx", precision="fp32", config=to_dict(cfg),
                          parents=parents, stage="export-onnx") as art:
         export_lm_onnx(model, art.dir / "model.onnx", cfg.opset)
@@ -136,4 +139,20 @@ def export(checkpoint: str | Path, out: str | Path, cfg: OnnxExportConfig | None
         if not parity["passed"]:
             raise parity_error(out, parity)
         art.metrics.update({"parity": parity, "params": model.num_params(), "role": parent.metrics.get("role")})
+    return art
+
+
+def _export_image(parent, model, out, cfg: OnnxExportConfig, parents: dict) -> artifact.Artifact:
+    from .images import export_image_onnx, image_parity, image_parity_error, write_image_config
+
+    family = parent.manifest.family
+    with artifact.create(out, kind="bundle", family=family, format="onnx", precision="fp32", config=to_dict(cfg),
+                         parents=parents, stage="export-onnx") as art:
+        export_image_onnx(model, family, art.dir / "model.onnx", cfg.opset)
+        write_image_config(art.dir, family, model, parent.metrics)
+        parity = image_parity(model, family, art.dir, "fp32")
+        if not parity["passed"]:
+            raise image_parity_error(out, parity)
+        art.metrics.update({"parity": parity, **{k: parent.metrics[k] for k in ("params", "role", "macs", "steps")
+                                                 if k in parent.metrics}})
     return art

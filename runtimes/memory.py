@@ -26,16 +26,20 @@ def _peak_mib() -> float:
 
 
 def measure(bundle: str, runtime: str, tokens: int, threads: int | None) -> dict:
-    import numpy  # noqa: F401 - imports count as baseline
-
-    from .session import RUNTIMES
-    __import__(RUNTIMES[runtime][0])
+    """Peak memory of loading `bundle` and generating (tokens, or one image) with it."""
+    from .image import ImageGenerator
+    from .session import RUNTIMES, bundle_family
     from .text import TextGenerator
 
+    __import__(RUNTIMES[runtime][0])
+    image = bundle_family(bundle) in ("diffusion", "gan")
     baseline = _peak_mib()
-    gen = TextGenerator(bundle, runtime, threads=threads)
+    gen = (ImageGenerator if image else TextGenerator)(bundle, runtime, threads=threads)
     loaded = _peak_mib()
-    gen.generate("def main():\n", tokens, greedy=True)
+    if image:
+        gen.generate(1)
+    else:
+        gen.generate("def main():\n", tokens, greedy=True)
     running = _peak_mib()
     return {"baseline_mib": baseline, "peak_load_mib": loaded, "peak_run_mib": running,
             "model_mib": running - baseline}

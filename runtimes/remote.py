@@ -36,9 +36,10 @@ MIN_PYTHON = (3, 10)
 # package -> files copied into the runner (all import only the standard library, numpy and onnxruntime)
 RUNNER_FILES = {
     "edgegen": ["__init__.py", "artifact.py", "config.py", "data/__init__.py", "data/corpus.py",
-                "data/tokenizer.py", "metrics/__init__.py", "metrics/perplexity.py", "metrics/parity.py"],
+                "data/tokenizer.py", "metrics/__init__.py", "metrics/perplexity.py", "metrics/parity.py",
+                "models/__init__.py", "models/ddim.py"],
     "edgegen.runtimes": ["__init__.py", "session.py", "ort.py", "text.py", "sampling.py", "harness.py",
-                         "memory.py", "parity.py"],
+                         "memory.py", "parity.py", "image.py"],
 }
 
 RUNNER_MAIN = '''\

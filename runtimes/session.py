@@ -35,6 +35,17 @@ class Session(Protocol):
     def to_numpy(self, value) -> Any: ...
 
 
+def bundle_family(bundle: str | Path) -> str:
+    """lm, diffusion or gan, from the bundle's config.json (Optimum exports have none: lm)."""
+    import json
+
+    config = Path(bundle) / "config.json"
+    try:
+        return json.loads(config.read_text()).get("family", "lm")
+    except (OSError, ValueError):
+        return "lm"
+
+
 def open_session(bundle: str | Path, runtime: str = "ort", **options) -> Session:
     """Open `bundle` (an artifact directory) on `runtime`; options such as threads pass through."""
     if runtime not in RUNTIMES:

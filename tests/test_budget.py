@@ -323,3 +323,33 @@ def test_cli_bad_budget_fails_before_any_work(tmp_path, text, fragment):
     assert fragment in lines[0]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert elapsed < 60
+
+
+@pytest.mark.parametrize("text", [
+    "gates:\n  - size_mb <= 1 * ref\nreferences:\n  - ref\n",            # references must be a mapping
+    "gates:\n  - size_mb <= 1 * ref\nreferences:\n  ref: 3\n",            # neither a file#variant nor values
+])
+def test_load_budget_bad_references_is_one_sentence(tmp_path, text):
+    f = _write(tmp_path / "budget.yaml", text)
+    with pytest.raises(EdgegenError, match="ref"):
+        load_budget(f)
+
+
+def test_inline_reference_that_is_not_a_number(tmp_path):
+    """A reference value that is not a number is bad input: one sentence at load time, not a TypeError in check."""
+    f = _write(tmp_path / "budget.yaml", "gates:\n  - size_mb <= 1.1 * ref\nreferences:\n  ref: {size_mb: big}\n")
+    try:
+        b = load_budget(f)
+    except EdgegenError as e:
+        assert "ref" in str(e)
+        return
+    (r,) = check(b, {None: {"size_bytes": 1_000_000}})  # at the very least check must not crash
+    assert r["passed"] is False
+
+
+def test_cli_budget_unknown_device_fails_before_any_work(tmp_path):
+    f = _write(tmp_path / "budget.yaml", "gates:\n  - latency.p90_ms <= 40 on toaster\n")
+    proc = run_cli("validate", tmp_path / "no-bundle", "--data", tmp_path / "no-data.txt", "--budget", f)
+    lines = stderr_lines(proc)
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("edgegen: error:") and "unknown device 'toaster'" in lines[0]

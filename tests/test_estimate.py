@@ -202,3 +202,25 @@ def test_cli_profile_estimate_text(fp32_bundle):
     proc = run_cli("profile", fp32_bundle.path, "--device", "raspberry-pi-5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ESTIMATE" in proc.stdout and "raspberry-pi-5" in proc.stdout
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_gemm_costs_follow_transposes(tmp_path, trans_a, trans_b):
+    """Gemm's inner dimension K is A's last axis only without transA; the FLOPs are 2*M*N*K either way."""
+    from onnx import TensorProto, helper
+
+    a_shape = [K, M] if trans_a else [M, K]
+    b_shape = [N, K] if trans_b else [K, N]
+    f = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    node = helper.make_node("Gemm", ["a", "b"], ["c"], name="gemm", transA=trans_a, transB=trans_b)
+    path = _save(tmp_path, [node], [f("a", a_shape), f("b", b_shape)], [f("c", [M, N])])
+    (c,) = graph_costs(path, {})
+    assert c.flops == 2 * M * N * K
+    assert c.bytes == 4 * (M * K + K * N + M * N)
+
+
+def test_int8_bundle_estimate(int8_bundle):
+    costs = graph_costs(int8_bundle.path / "model.onnx", decode_step_dims(8))
+    assert any(c.precision == "int8" and c.flops > 0 for c in costs)
+    est = estimate(int8_bundle.path / "model.onnx", get_profile("raspberry-pi-5"), decode_step_dims(8))
+    assert est["estimate_ms"] > 0 and est["nodes"] == len(costs)

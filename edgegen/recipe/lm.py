@@ -1,4 +1,4 @@
-"""Recipes: every stage's config in one validated document, and the runner.
+"""The lm recipe: its config document, the built-in lm-tiny, and its stage runner.
 
     train teacher ─┬─► distill student ─► export fp32 ─► quantize int8 ─┐
                    ├─► train the same student from scratch ─────────────┼─► validate ─► report
@@ -19,12 +19,12 @@ from edgegen.export.onnx import OnnxExportConfig
 from edgegen.export.quantize import QuantizeConfig
 from edgegen.runtimes.harness import ValidateConfig
 
-from . import EdgegenError
-from .budget import Budget, check, parse_gate
-from .config import from_dict, load_file, to_dict
-from .data import TextDataConfig
-from .models.lm import LMConfig
-from .train import TrainConfig
+from edgegen import EdgegenError
+from edgegen.budget import Budget, check, parse_gate
+from edgegen.config import to_dict
+from edgegen.data import TextDataConfig
+from edgegen.models.lm import LMConfig
+from edgegen.train import TrainConfig
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ class LMRecipe:
             validate=dataclasses.replace(self.validate, seed=seed))
 
 
-def _lm_tiny() -> LMRecipe:
+def lm_tiny() -> LMRecipe:
     # Python source, bytes as tokens. At this budget a shallow, wide teacher learns fastest;
     # the student is one block at half the width (14x fewer parameters), so distillation
     # teaches it through the logits (widths differ: only shape-compatible tensors are copied).
@@ -83,34 +83,7 @@ def _lm_tiny() -> LMRecipe:
     )
 
 
-BUILTIN = {"lm-tiny": _lm_tiny}
-
-
-def load_recipe(name_or_path: str) -> LMRecipe:
-    """A built-in recipe by name, or a recipe file (YAML/JSON), validated field by field.
-
-    A file may say `base: lm-tiny` and override only some sections' fields.
-    """
-    if name_or_path in BUILTIN:
-        return BUILTIN[name_or_path]()
-    path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
-        raise EdgegenError(f"unknown recipe '{name_or_path}': use a built-in one ({', '.join(BUILTIN)}) "
-                           "or a recipe file")
-    data = load_file(path)
-    if isinstance(data, dict) and "base" in data:
-        base = data.pop("base")
-        if base not in BUILTIN:
-            raise EdgegenError(f"unknown base recipe '{base}' in {path} (built-in: {', '.join(BUILTIN)})")
-        merged = to_dict(BUILTIN[base]())
-        for section, values in data.items():
-            nested = isinstance(values, dict) and isinstance(merged.get(section), dict)
-            merged[section] = {**merged[section], **values} if nested else values
-        data = merged
-    return from_dict(LMRecipe, data, "recipe")
-
-
-def run(recipe: LMRecipe, out: str | Path, log=print) -> Path:
+def run_lm(recipe: LMRecipe, out: str | Path, log=print) -> Path:
     """Run every stage of an lm recipe into `out`; returns the report directory."""
     import json
 

@@ -1,0 +1,55 @@
+"""Recipes: every stage's config in one validated document, and the runners.
+
+One module per family holds its recipe dataclass, its built-in recipes and
+the runner that chains its stages (train, distill, export, quantize,
+validate, report). Each stage writes one artifact under the run directory
+and is skipped when an intact artifact made from the same inputs and config
+is already there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgegen import EdgegenError
+from edgegen.config import from_dict, load_file, to_dict
+
+from .lm import Gates, LMRecipe, lm_tiny, run_lm  # noqa: F401 - public names
+
+BUILTIN = {"lm-tiny": lm_tiny}  # name -> factory
+FAMILIES = {"lm": (LMRecipe, run_lm)}  # family -> (recipe class, runner)
+
+
+def load_recipe(name_or_path: str):
+    """A built-in recipe by name, or a recipe file (YAML/JSON), validated field by field.
+
+    A file may say `base: lm-tiny` and override only some sections' fields.
+    """
+    if name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]()
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
+        raise EdgegenError(f"unknown recipe '{name_or_path}': use a built-in one ({', '.join(BUILTIN)}) "
+                           "or a recipe file")
+    data = load_file(path)
+    if isinstance(data, dict) and "base" in data:
+        base = data.pop("base")
+        if base not in BUILTIN:
+            raise EdgegenError(f"unknown base recipe '{base}' in {path} (built-in: {', '.join(BUILTIN)})")
+        merged = to_dict(BUILTIN[base]())
+        for section, values in data.items():
+            nested = isinstance(values, dict) and isinstance(merged.get(section), dict)
+            merged[section] = {**merged[section], **values} if nested else values
+        data = merged
+    family = data.get("family", "lm") if isinstance(data, dict) else "lm"
+    if family not in FAMILIES:
+        raise EdgegenError(f"recipe {path} has an unknown family '{family}' (known: {', '.join(FAMILIES)})")
+    return from_dict(FAMILIES[family][0], data, "recipe")
+
+
+def run(recipe, out: str | Path, log=print) -> Path:
+    """Run every stage of `recipe` into `out`; returns the report directory."""
+    return FAMILIES[recipe.family][1](recipe, out, log)
+
+
+__all__ = ["BUILTIN", "Gates", "LMRecipe", "load_recipe", "run"]
