@@ -64,16 +64,38 @@ def _fmt(x, digits=3):
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+# family kind -> the variant table's columns: (header, value getter, digits)
+COLUMNS = {
+    "lm": [("params", lambda v: v.get("params"), 0), ("size (KiB)", lambda v: v["size_bytes"] / 1024, 1),
+           ("bits/byte", lambda v: v["quality"]["bits_per_byte"], 3), ("perplexity", lambda v: v["quality"]["perplexity"], 2),
+           ("TTFT p50 (ms)", lambda v: v["latency"]["ttft_ms_p50"], 2),
+           ("decode tok/s p50", lambda v: v["latency"]["decode_tok_s_p50"], 0),
+           ("peak RSS (MiB)", lambda v: (v.get("memory") or {}).get("peak_run_mib"), 1),
+           ("parity max abs", lambda v: (v.get("parity") or {}).get("max_abs"), 7)],
+    "image": [("steps", lambda v: v.get("steps"), 0), ("params", lambda v: v.get("params"), 0),
+              ("MACs/image", lambda v: v.get("macs"), 0), ("size (KiB)", lambda v: v["size_bytes"] / 1024, 1),
+              ("FID", lambda v: v["quality"]["fid"], 2), ("KID", lambda v: v["quality"]["kid"], 3),
+              ("per image p50 (ms)", lambda v: v["latency"]["per_image_ms_p50"], 3),
+              ("per image p90 (ms)", lambda v: v["latency"]["per_image_ms_p90"], 3),
+              ("images/s", lambda v: v["latency"]["images_s"], 0),
+              ("peak RSS (MiB)", lambda v: (v.get("memory") or {}).get("peak_run_mib"), 1),
+              ("parity PSNR (dB)", lambda v: (v.get("parity") or {}).get("psnr_db"), 1)],
+}
+
+
+def kind(family: str) -> str:
+    return "lm" if family == "lm" else "image"
+
+
 def markdown(report: dict, plots: list[str]) -> str:
-    rows = ["| variant | role | format | runtime | precision | params | size (KiB) | bits/byte | perplexity "
-            "| TTFT p50 (ms) | decode tok/s p50 | peak RSS (MiB) | parity max abs |",
-            "|" + " --- |" * 13]
+    columns = COLUMNS[kind(report["family"])]
+    rows = ["| variant | role | format | runtime | precision | " + " | ".join(h for h, _, _ in columns) + " |",
+            "|" + " --- |" * (5 + len(columns))]
     for v in report["variants"]:
-        q, lat, mem, par = v["quality"], v["latency"], v.get("memory") or {}, v.get("parity") or {}
+        cells = [_fmt(get(v), digits) if digits else _fmt(None if get(v) is None else int(get(v)))
+                 for _, get, digits in columns]
         rows.append(f"| {v['name']} | {v['role']} | {v['format']} | {v['runtime']} | {v['precision']} | "
-                    f"{_fmt(v['params'])} | {_fmt(v['size_bytes'] / 1024, 1)} | {_fmt(q['bits_per_byte'])} | "
-                    f"{_fmt(q['perplexity'], 2)} | {_fmt(lat['ttft_ms_p50'], 2)} | {_fmt(lat['decode_tok_s_p50'], 0)} | "
-                    f"{_fmt(mem.get('peak_run_mib'), 1)} | {_fmt(par.get('max_abs'), 7) if par else '–'} |")
+                    + " | ".join(cells) + " |")
     gates = ["| gate | value | limit | passed |", "| --- | --- | --- | --- |"]
     gates += [f"| {g['name']} | {_fmt(g['value'], 4)} | {g['op']} {_fmt(g['limit'], 4)} | {'yes' if g['passed'] else '**no**'} |"
               for g in report["gates"]]
@@ -82,14 +104,17 @@ def markdown(report: dict, plots: list[str]) -> str:
              f"**{'All gates passed' if report['passed'] else 'Some gates failed'}** "
              f"({sum(g['passed'] for g in report['gates'])}/{len(report['gates'])}).", "",
              "Plots, samples and tables in one offline page: [report.html](report.html).", "",
-             "## Variants", "", *rows, "",
-             f"Quality: {n['quality']}", "", f"Latency: {n['latency']}", "",
+             "## Variants", "", *rows, "", *[f"{k.capitalize()}: {text}\n" for k, text in n.items()],
              "## Gates", "", *gates, ""]
     if plots:
         lines += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
     lines += ["## Samples", ""]
     for v in report["variants"]:
-        lines += [f"**{v['name']}** (prompt, then continuation):", "", "```", v["sample"]["prompt"] + v["sample"]["text"], "```", ""]
+        if "grid" in v:
+            lines += [f"**{v['name']}**", "", f"![{v['name']} samples]({v['grid']})", ""]
+        elif "sample" in v:
+            lines += [f"**{v['name']}** (prompt, then continuation):", "", "```",
+                      v["sample"]["prompt"] + v["sample"]["text"], "```", ""]
     m = report["machine"]
     lines += ["## Machine", "", ", ".join(f"{k} {v}" for k, v in m.items()), ""]
     return "\n".join(lines)
@@ -106,31 +131,40 @@ def plot(report: dict, histories: dict, directory: Path) -> list[str]:
         return []
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, hist in histories.items():
-        steps = [h["step"] for h in hist if "val_bits_per_byte" in h]
+        steps = [h["step"] for h in hist if "val_loss" in h]
         # distillation logs its cross-entropy part as "ce": comparable with the others' loss
         a.plot([h["step"] for h in hist], [h.get("ce", h["loss"]) for h in hist], alpha=0.6,
                label=f"{name} train cross-entropy")
-        a.plot(steps, [h["val_loss"] for h in hist if "val_bits_per_byte" in h], "o--", label=f"{name} val loss")
-    a.set(xlabel="step", ylabel="loss (nats/token)", title="training")
+        a.plot(steps, [h["val_loss"] for h in hist if "val_loss" in h], "o--", label=f"{name} val loss")
+    a.set(xlabel="step", ylabel="loss", title="training")
     a.legend(fontsize=7)
+    lm = kind(report["family"]) == "lm"
+    quality, speed = ("bits_per_byte", "decode_tok_s_p50") if lm else ("fid", "images_s")
     for i, v in enumerate(report["variants"]):
-        xy = (v["latency"]["decode_tok_s_p50"], v["quality"]["bits_per_byte"])
+        xy = (v["latency"][speed], v["quality"][quality])
         b.scatter(*xy, s=40)
         b.annotate(v["name"], xy, xytext=(4, 6 if i % 2 else -10), textcoords="offset points", fontsize=8)
-    b.set(xscale="log", xlabel="decode tokens/s (p50, log)", ylabel="bits per byte (lower is better)",
-          title="quality vs speed")
+    b.set(xscale="log", xlabel=("decode tokens/s" if lm else "images/s") + " (p50, log)",
+          ylabel=("bits per byte" if lm else "FID") + " (lower is better)", title="quality vs speed")
     fig.tight_layout()
     fig.savefig(directory / "overview.png", dpi=110)
     plt.close(fig)
     return ["overview.png"]
 
 
-def write(directory: Path, report: dict, histories: dict) -> None:
-    """report.json, report.md (+ overview.png) and report.html into `directory`."""
+def write(directory: Path, report: dict, histories: dict, grids: dict | None = None) -> None:
+    """report.json, report.md (+ overview.png, sample grids) and report.html into `directory`.
+
+    grids: variant name -> sample images (N, C, H, W) in [-1, 1], written as grid-NAME.png.
+    """
     from edgegen import report_html
+    from edgegen.runtimes.image import grid_png
 
     directory = Path(directory)
+    for v in report["variants"]:
+        if grids and v["name"] in grids:
+            v["grid"] = grid_png(grids[v["name"]], directory / f"grid-{v['name']}.png").name
     plots = plot(report, histories, directory)
     (directory / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (directory / "report.md").write_text(markdown(report, plots))
-    (directory / "report.html").write_text(report_html.render(report, histories), encoding="utf-8")
+    (directory / "report.html").write_text(report_html.render(report, histories, directory), encoding="utf-8")

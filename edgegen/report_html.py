@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from pathlib import Path
 import statistics
 
 QUALITY_KEYS = {"bits_per_byte": "bits per byte", "fid": "FID"}
@@ -273,16 +274,22 @@ def variants_table(variants: list[dict]) -> str:
     return _table(["variant", "role", "format", "runtime", "precision", *(c[0] for c in columns)], rows, cls="variants")
 
 
-def samples_html(variants: list[dict]) -> str:
-    """Prompt (grey) and continuation per variant; empty when no variant has a text sample."""
-    parts = []
+def samples_html(variants: list[dict], directory: Path | None = None) -> str:
+    """Prompt (grey) and continuation per variant, or its sample grid; empty when there are none."""
+    parts, grids = [], []
     for v in variants:
+        if v.get("grid") and directory is not None and (directory / v["grid"]).is_file():
+            uri = "data:image/png;base64," + base64.b64encode((directory / v["grid"]).read_bytes()).decode("ascii")
+            grids.append(f'<div class="sample"><h3>{html.escape(v["name"])}</h3>'
+                         f'<img src="{uri}" alt="{html.escape(v["name"])} samples"></div>')
         s = v.get("sample") or {}
         if not s:
             continue
         parts.append(f'<div class="sample"><h3>{html.escape(v["name"])}</h3>'
                      f'<pre><span class="prompt">{html.escape(s.get("prompt", ""))}</span>'
                      f'{html.escape(s.get("text", ""))}</pre></div>')
+    if grids:
+        return '<h2>Samples</h2><div class="samples">' + "".join(grids) + "</div>"
     if not parts:
         return ""
     return ('<h2>Samples</h2><p class="note">Prompt in grey, then the variant\'s continuation.</p>'
@@ -321,7 +328,7 @@ code { font: 12.5px ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace
 """
 
 
-def render(report: dict, histories: dict) -> str:
+def render(report: dict, histories: dict, directory: Path | None = None) -> str:
     """The whole page as one string."""
     e = html.escape
     gates, variants = report.get("gates", []), report["variants"]
@@ -354,7 +361,7 @@ def render(report: dict, histories: dict) -> str:
 {notes}
 <h2>Plots</h2>
 {plots_html}
-{samples_html(variants)}
+{samples_html(variants, directory)}
 <h2>Machine</h2>
 <p class="note">{machine}</p>
 </main></body>

@@ -310,7 +310,7 @@ def test_cli_validate_budget_json(tmp_path, fp32_bundle, eval_text_file):
     ("gates:\n  - size_mb\n", "needs a comparison"),
     ("gates:\n  - size_mb <= 1 * teacher\n", "reference 'teacher'"),
     ("gates:\n  - size_mb <= 8\nextra: 1\n", "unknown field 'extra'"),
-])
+], ids=["unknown-metric", "no-comparison", "undefined-reference", "unknown-field"])
 def test_cli_bad_budget_fails_before_any_work(tmp_path, text, fragment):
     f = _write(tmp_path / "budget.yaml", text)
     t0 = time.perf_counter()
@@ -328,7 +328,7 @@ def test_cli_bad_budget_fails_before_any_work(tmp_path, text, fragment):
 @pytest.mark.parametrize("text", [
     "gates:\n  - size_mb <= 1 * ref\nreferences:\n  - ref\n",            # references must be a mapping
     "gates:\n  - size_mb <= 1 * ref\nreferences:\n  ref: 3\n",            # neither a file#variant nor values
-])
+], ids=["references-list", "reference-number"])
 def test_load_budget_bad_references_is_one_sentence(tmp_path, text):
     f = _write(tmp_path / "budget.yaml", text)
     with pytest.raises(EdgegenError, match="ref"):
