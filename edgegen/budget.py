@@ -92,7 +92,10 @@ def load_budget(path: str | Path) -> Budget:
     unknown = sorted(set(data) - {"gates", "references"})
     if unknown:
         raise EdgegenError(f"unknown field '{unknown[0]}' in budget {path} (known: gates, references)")
-    refs = {name: _reference(name, value, Path(path).parent) for name, value in (data.get("references") or {}).items()}
+    references = data.get("references") or {}
+    if not isinstance(references, dict):
+        raise EdgegenError(f"budget {path}: 'references' must map names to report.json#variant paths or to values")
+    refs = {name: _reference(name, value, Path(path).parent) for name, value in references.items()}
     budget = Budget([parse_gate(g) for g in data["gates"]], refs)
     for g in budget.gates:
         if g.reference and g.reference not in refs:
@@ -102,6 +105,9 @@ def load_budget(path: str | Path) -> Budget:
 
 def _reference(name: str, value, base: Path) -> dict:
     if isinstance(value, dict):
+        for metric, number in value.items():
+            if metric not in METRICS or isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise EdgegenError(f"reference '{name}': '{metric}: {number}' must be a known metric and a number")
         return value
     file, _, variant = str(value).partition("#")
     path = (base / file) if not Path(file).is_absolute() else Path(file)
@@ -126,7 +132,9 @@ def check(budget: Budget, results: dict) -> list[dict]:
     """results: device name (None: this machine as validated) -> validation result. One dict per gate."""
     out = []
     for g in budget.gates:
-        value = lookup(results.get(g.device) or {}, g.metric)
+        # quality and parity do not depend on the device: they come from the validation itself
+        where = None if g.metric == "parity" or g.metric.startswith("quality.") else g.device
+        value = lookup(results.get(where) or {}, g.metric)
         if g.metric == "parity":
             out.append({"name": g.text, "value": value, "op": "==", "limit": True, "passed": value is True})
             continue

@@ -17,6 +17,7 @@ from .models.lm import LM, LMConfig
 
 FAMILIES = {"lm": (LMConfig, LM)}
 from .models.gan import GANConfig, Generator; FAMILIES["gan"] = (GANConfig, Generator)  # noqa: E402,E702
+from .models.diffusion import DiffusionConfig, UNet; FAMILIES["diffusion"] = (DiffusionConfig, UNet)  # noqa: E402,E702
 WEIGHTS = "model.safetensors"
 CONFIG = "model_config.json"
 

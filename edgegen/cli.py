@@ -246,9 +246,14 @@ def cmd_validate(a):
     else:
         q, lat = result["quality"], result["latency"]
         print(f"bits/byte {q['bits_per_byte']:.4f}  perplexity {q['perplexity']:.3f}  ({q['tokens']} tokens)")
-        print(f"TTFT p50 {lat['ttft_ms_p50']:.2f} ms  decode {lat['decode_tok_s_p50']:.0f} tok/s p50  "
-              f"per token p90 {lat['per_token_ms_p90']:.3f} ms")
-        print(f"size {result['size_bytes'] / 1024:.1f} KiB  peak RSS {result['memory'].get('peak_run_mib', float('nan')):.1f} MiB")
+        if lat.get("kind") == "estimate":
+            print(f"ESTIMATE on {a.device} (roofline, calibrated here): {lat['p50_ms']:.3f} ms per token, "
+                  f"{lat['decode_tok_s_p50']:.0f} tok/s")
+        else:
+            print(f"TTFT p50 {lat['ttft_ms_p50']:.2f} ms  decode {lat['decode_tok_s_p50']:.0f} tok/s p50  "
+                  f"per token p90 {lat['per_token_ms_p90']:.3f} ms")
+            print(f"size {result['size_bytes'] / 1024:.1f} KiB  peak RSS "
+                  f"{result['memory'].get('peak_run_mib', float('nan')):.1f} MiB")
         for g in gates:
             print(format_gate(g))
     return 1 if any(not g["passed"] for g in gates) else 0

@@ -27,6 +27,15 @@ def machine() -> dict:
     return info
 
 
+def train_loss(record: dict) -> float | None:
+    """The loss to plot from one history record: cross-entropy where logged (distillation mixes losses),
+    else the loss, else a GAN generator's loss."""
+    for key in ("ce", "loss", "loss_g"):
+        if key in record:
+            return record[key]
+    return None
+
+
 def gate(name: str, value: float | None, op: str, limit: float) -> dict:
     ok = value is not None and (value >= limit if op == ">=" else value <= limit if op == "<=" else value < limit)
     return {"name": name, "value": value, "op": op, "limit": limit, "passed": bool(ok)}
@@ -133,7 +142,7 @@ def plot(report: dict, histories: dict, directory: Path) -> list[str]:
     for name, hist in histories.items():
         steps = [h["step"] for h in hist if "val_loss" in h]
         # distillation logs its cross-entropy part as "ce": comparable with the others' loss
-        a.plot([h["step"] for h in hist], [h.get("ce", h["loss"]) for h in hist], alpha=0.6,
+        a.plot([h["step"] for h in hist], [train_loss(h) for h in hist], alpha=0.6,
                label=f"{name} train cross-entropy")
         a.plot(steps, [h["val_loss"] for h in hist if "val_loss" in h], "o--", label=f"{name} val loss")
     a.set(xlabel="step", ylabel="loss", title="training")

@@ -15,6 +15,8 @@ import base64
 import html
 import io
 from pathlib import Path
+
+from edgegen.report import train_loss
 import statistics
 
 QUALITY_KEYS = {"bits_per_byte": "bits per byte", "fid": "FID"}
@@ -200,7 +202,7 @@ def loss_figure(histories: dict):
     for name, hist in histories.items():
         steps = [h["step"] for h in hist]
         # distillation logs its cross-entropy part as "ce": comparable with the others' loss
-        train = [h.get("ce", h["loss"]) for h in hist]
+        train = [train_loss(h) for h in hist]
         ax.plot(steps, train, color=colors[name], alpha=0.2, lw=0.8)
         ax.plot(steps, _smooth(train), color=colors[name], lw=1.8, label=f"{name}: train cross-entropy")
         val = [(h["step"], h["val_loss"]) for h in hist if h.get("val_loss") is not None]

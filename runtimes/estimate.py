@@ -70,7 +70,8 @@ def graph_costs(model_path: Path, dims: dict) -> list[NodeCost]:
             continue
         out = node.output[0]
         if node.op_type in MATMUL:
-            k = shapes.get(node.input[0], [1])[-1]
+            trans_a = any(a.name in ("transA", "transposeA") and a.i for a in node.attribute)
+            k = shapes.get(node.input[0], [1, 1])[-2 if trans_a else -1]
             flops = 2.0 * size(out) * k
         elif node.op_type in CONV:
             w = shapes.get(node.input[1], [1, 1])

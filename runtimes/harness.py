@@ -243,8 +243,11 @@ def run_on(device, bundle: str | Path, runtime: str = "ort", cfg: ValidateConfig
 
         est = estimate_bundle(Path(bundle), device)
         ms = est["calibrated_estimate_ms"]
-        return {"device": device.name, "runtime": runtime, "size_bytes": model_size(bundle), "estimate": est,
-                "latency": {"kind": "estimate", "p50_ms": ms, "per_token_ms_p50": ms, "decode_tok_s_p50": 1e3 / ms}}
+        result = {"device": device.name, "runtime": runtime, "size_bytes": model_size(bundle), "estimate": est,
+                  "latency": {"kind": "estimate", "p50_ms": ms, "per_token_ms_p50": ms, "decode_tok_s_p50": 1e3 / ms}}
+        if text is not None:  # quality does not depend on the device: measure it here
+            result["quality"] = measure_quality(TextGenerator(bundle, runtime), text, cfg)
+        return result
     from .devices import apply_local
 
     before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None

@@ -6,7 +6,6 @@ import math
 import os
 import time
 
-import numpy as np
 import pytest
 
 from edgegen import EdgegenError

@@ -10,6 +10,7 @@ the floor a perfect generator would reach.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,9 @@ def image_quality(fake: np.ndarray, real: np.ndarray, extractor: nn.Module, name
     torch.manual_seed(seed)  # KID draws random subsets
     n = min(len(fake), len(real))
     fid = FrechetInceptionDistance(feature=extractor, normalize=True)
-    kid = KernelInceptionDistance(feature=extractor, normalize=True, subsets=20, subset_size=min(kid_subset, n))
+    with warnings.catch_warnings():  # "KID keeps all features in memory": a few thousand 128-d vectors here
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=extractor, normalize=True, subsets=20, subset_size=min(kid_subset, n))
     with torch.no_grad():
         for metric in (fid, kid):
             for batch in np.array_split(real, max(1, len(real) // 256)):

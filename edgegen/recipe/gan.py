@@ -1,0 +1,113 @@
+"""The gan recipe: DCGAN teacher, a compressed student generator, and the runner.
+
+    train teacher ─┬─► distill student (outputs + features + adversarial) ─► export ─► INT8 ─┐
+                   ├─► train the same student from scratch ─► export ────────────────────────┼─► validate ─► report
+                   └─► export teacher ───────────────────────────────────────────────────────┘
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from edgegen import artifact
+from edgegen.data.images import ImageDataConfig
+from edgegen.distill.gan import GANDistillConfig
+from edgegen.export.onnx import OnnxExportConfig
+from edgegen.export.quantize import QuantizeConfig
+from edgegen.models.gan import GANConfig
+from edgegen.report import gate
+from edgegen.runtimes.harness import ImageValidateConfig
+from edgegen.train.gan import GANTrainConfig
+
+from .images import ImageGates, budget_gates, feature_extractor, real_floor, report_key, validate_variants, write_report
+
+SHIPPED = "student-onnx-int8"
+
+
+@dataclasses.dataclass
+class GANRecipe:
+    name: str = "custom"
+    family: str = "gan"
+    seed: int = 0
+    data: ImageDataConfig = dataclasses.field(default_factory=ImageDataConfig)
+    teacher: GANConfig = dataclasses.field(default_factory=GANConfig)
+    teacher_train: GANTrainConfig = dataclasses.field(default_factory=GANTrainConfig)
+    student_width: float = 0.25  # the student generator's width, as a share of the teacher's
+    distill: GANDistillConfig = dataclasses.field(default_factory=GANDistillConfig)
+    student_train: GANTrainConfig = dataclasses.field(default_factory=GANTrainConfig)  # distilled and scratch alike
+    export: OnnxExportConfig = dataclasses.field(default_factory=OnnxExportConfig)
+    quantize: QuantizeConfig = dataclasses.field(default_factory=QuantizeConfig)
+    validate: ImageValidateConfig = dataclasses.field(default_factory=ImageValidateConfig)
+    gates: ImageGates = dataclasses.field(default_factory=ImageGates)
+    budget: list[str] = dataclasses.field(default_factory=list)
+
+    def with_seed(self, seed: int) -> "GANRecipe":
+        return dataclasses.replace(self, seed=seed, teacher_train=dataclasses.replace(self.teacher_train, seed=seed),
+                                   student_train=dataclasses.replace(self.student_train, seed=seed + 1),
+                                   validate=dataclasses.replace(self.validate, seed=seed))
+
+
+def digits_gan() -> GANRecipe:
+    return GANRecipe(name="digits-gan")
+
+
+def gan_gates(rows: list[dict], g: ImageGates) -> list[dict]:
+    by = {r["name"]: r for r in rows}
+    teacher, scratch, fp32, int8 = by["teacher-onnx-fp32"], by["student-scratch-onnx-fp32"], by["student-onnx-fp32"], by[SHIPPED]
+    fid = lambda v: v["quality"]["fid"]  # noqa: E731
+    return [
+        gate("macs_ratio_teacher_over_student", teacher["macs"] / fp32["macs"], ">=", g.min_macs_ratio),
+        gate("fid_ratio_student_over_teacher", fid(fp32) / fid(teacher), "<=", 1.2),
+        gate("fid_ratio_student_over_scratch", fid(fp32) / fid(scratch), "<", 1.0),
+        gate("fid_increase_int8_over_fp32", fid(int8) / fid(fp32) - 1, "<=", g.max_int8_fid_increase),
+        gate("parity_fp32_psnr_db", fp32["parity"]["psnr_db"], ">=", g.min_parity_psnr_db),
+    ]
+
+
+def run_gan(recipe: GANRecipe, out: str | Path, log=print) -> Path:
+    from edgegen.distill.gan import distill_gan, student_config
+    from edgegen.export.onnx import export
+    from edgegen.export.quantize import quantize
+    from edgegen.train.gan import train_gan
+
+    out, r = Path(out), recipe
+    log(f"edgegen run {r.name} -> {out}")
+    extractor, extractor_name, extractor_art = feature_extractor(out, r.data, r.seed)
+    log("[1/6] teacher: train the GAN")
+    teacher = train_gan(out / "teacher", model=r.teacher, train=r.teacher_train, data=r.data, resume="auto",
+                        desc="teacher")
+    log("[2/6] student: compress the generator (distillation)")
+    student = distill_gan(out / "student", teacher=teacher.path, student=r.student_width, method=r.distill,
+                          train=r.student_train, data=r.data, resume="auto")
+    log("[3/6] student-scratch: the same student trained without the teacher")
+    scratch = train_gan(out / "student-scratch", model=student_config(r.teacher, r.student_width),
+                        train=r.student_train, data=r.data, resume="auto", role="student_scratch", desc="student-scratch")
+    log("[4/6] export generators to ONNX with parity checks, INT8 (static, calibrated)")
+    bundles = {"teacher-onnx-fp32": export(teacher.path, out / "teacher-onnx", r.export),
+               "student-scratch-onnx-fp32": export(scratch.path, out / "student-scratch-onnx", r.export),
+               "student-onnx-fp32": export(student.path, out / "student-onnx", r.export)}
+    bundles[SHIPPED] = quantize(bundles["student-onnx-fp32"].path, out / "student-onnx-int8", r.quantize,
+                                checkpoint=student.path, data=r.data)
+    variants = [(name, name.split("-onnx")[0].replace("student-scratch", "student_scratch"), art, None)
+                for name, art in bundles.items()]
+    parents = {name: art.manifest.digest for name, art in bundles.items()}
+    parents["feature-extractor"] = extractor_art.manifest.digest
+    if done := artifact.reusable(out / "report", report_key(r, parents)):
+        log("[5/6] validate: unchanged, reused\n[6/6] report: unchanged, reused")
+        return done.path
+    log("[5/6] validate each variant on ONNX Runtime (FID/KID, latency, size, memory)")
+    rows, grids = validate_variants(variants, r.data, r.validate, extractor, extractor_name, log)
+    floor = real_floor(r.data, extractor, extractor_name, r.seed)
+    gates = gan_gates(rows, r.gates) + budget_gates(r.budget, rows, SHIPPED)
+    notes = {"quality": f"FID and KID of {r.validate.num_samples} generated images against the "
+                        f"{floor['real_samples']} test images of {r.data.load().source}, on {extractor_name}; "
+                        f"real-vs-real floor (test vs train): FID {floor['fid']:.2f}.",
+             "latency": f"ONNX Runtime; per image = one generator call at batch 1, per batch at batch "
+                        f"{r.validate.batch_size}; SingleStream medians and p90."}
+    histories = {name: json.loads((art.path / "history.json").read_text())
+                 for name, art in (("teacher", teacher), ("student", student), ("student-scratch", scratch))
+                 if (art.path / "history.json").is_file()}
+    log("[6/6] report")
+    return write_report(out, r, rows, gates, grids, histories, notes, parents)
