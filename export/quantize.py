@@ -111,16 +111,17 @@ def quantize(bundle: str | Path, out: str | Path, cfg: QuantizeConfig | None = N
                 shutil.copyfile(parent.path / name, art.dir / name)
         src, dst = parent.path / "model.onnx", art.dir / "model.onnx"
         with tempfile.TemporaryDirectory() as tmp:
-            prepared = Path(tmp) / "prepared.onnx"
             if cfg.precision == "fp16":
                 _fp16(src, dst)
-            elif family == "lm":
-                quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-                quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8,
-                                 per_channel=cfg.per_channel, op_types_to_quantize=cfg.ops)
             else:
-                quant_pre_process(str(src), str(prepared))
-                _static_int8(prepared, dst, parent.path, cfg, data)
+                prepared = Path(tmp) / "prepared.onnx"
+                # ONNX shape inference and graph optimisation (symbolic inference does not cover every graph)
+                quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+                if family == "lm":
+                    quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8,
+                                     per_channel=cfg.per_channel, op_types_to_quantize=cfg.ops)
+                else:
+                    _static_int8(prepared, dst, parent.path, cfg, data)
         art.metrics.update({k: v for k, v in parent.metrics.items() if k in ("params", "role", "macs", "steps")})
         if ckpt:
             model = load_model(ckpt.path)

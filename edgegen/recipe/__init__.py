@@ -14,11 +14,13 @@ from pathlib import Path
 from edgegen import EdgegenError
 from edgegen.config import from_dict, load_file, to_dict
 
+from .diffusion import DiffusionRecipe, digits_diffusion, run_diffusion
 from .gan import GANRecipe, digits_gan, run_gan
 from .lm import Gates, LMRecipe, lm_tiny, run_lm  # noqa: F401 - public names
 
-BUILTIN = {"lm-tiny": lm_tiny, "digits-gan": digits_gan}  # name -> factory
-FAMILIES = {"lm": (LMRecipe, run_lm), "gan": (GANRecipe, run_gan)}  # family -> (recipe class, runner)
+BUILTIN = {"lm-tiny": lm_tiny, "digits-diffusion": digits_diffusion, "digits-gan": digits_gan}  # name -> factory
+FAMILIES = {"lm": (LMRecipe, run_lm), "diffusion": (DiffusionRecipe, run_diffusion),
+            "gan": (GANRecipe, run_gan)}  # family -> (recipe class, runner)
 
 
 def load_recipe(name_or_path: str):

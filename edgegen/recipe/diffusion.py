@@ -1,0 +1,125 @@
+"""The diffusion recipe: a DDPM teacher, progressive step distillation, and the runner.
+
+    train teacher (64-step DDIM) ─► distill 64 → 32 → … → 4 → 2 → 1 steps ─► export each ─► INT8 ─┐
+                              └─► export teacher (sampled at 64 and, naively, at 4 steps) ─────────┴─► validate ─► report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from edgegen import artifact
+from edgegen.data.images import ImageDataConfig
+from edgegen.distill.diffusion import ProgressiveConfig
+from edgegen.export.onnx import OnnxExportConfig
+from edgegen.export.quantize import QuantizeConfig
+from edgegen.models.diffusion import DiffusionConfig
+from edgegen.report import gate
+from edgegen.runtimes.harness import ImageValidateConfig
+from edgegen.train import TrainConfig
+
+from .images import ImageGates, budget_gates, feature_extractor, real_floor, report_key, validate_variants, write_report
+
+
+@dataclasses.dataclass
+class DiffusionRecipe:
+    name: str = "custom"
+    family: str = "diffusion"
+    seed: int = 0
+    data: ImageDataConfig = dataclasses.field(default_factory=ImageDataConfig)
+    teacher: DiffusionConfig = dataclasses.field(default_factory=DiffusionConfig)
+    teacher_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    teacher_steps: int = 64  # DDIM steps the teacher is sampled with
+    student_steps: list[int] = dataclasses.field(default_factory=lambda: [4, 2, 1])  # reported; 4: the gated one
+    distill: ProgressiveConfig = dataclasses.field(default_factory=ProgressiveConfig)
+    student_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: OnnxExportConfig = dataclasses.field(default_factory=OnnxExportConfig)
+    quantize: QuantizeConfig = dataclasses.field(default_factory=QuantizeConfig)
+    validate: ImageValidateConfig = dataclasses.field(default_factory=ImageValidateConfig)
+    gates: ImageGates = dataclasses.field(default_factory=ImageGates)
+    budget: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if self.teacher_steps < 2 or not self.student_steps or any(
+                s < 1 or s >= self.teacher_steps or self.teacher_steps % s for s in self.student_steps):
+            raise ValueError("student_steps must divide teacher_steps and be smaller (progressive halving)")
+
+    @property
+    def shipped(self) -> str:
+        return f"student-{max(self.student_steps)}steps-int8"
+
+    def with_seed(self, seed: int) -> "DiffusionRecipe":
+        return dataclasses.replace(self, seed=seed, teacher_train=dataclasses.replace(self.teacher_train, seed=seed),
+                                   student_train=dataclasses.replace(self.student_train, seed=seed + 1),
+                                   validate=dataclasses.replace(self.validate, seed=seed))
+
+
+def digits_diffusion() -> DiffusionRecipe:
+    return DiffusionRecipe(name="digits-diffusion")
+
+
+def diffusion_gates(rows: list[dict], r: DiffusionRecipe) -> list[dict]:
+    by, g, n = {row["name"]: row for row in rows}, r.gates, max(r.student_steps)
+    teacher, naive = by[f"teacher-{r.teacher_steps}steps"], by[f"teacher-{n}steps-naive"]
+    fp32, int8 = by[f"student-{n}steps-fp32"], by[r.shipped]
+    fid = lambda v: v["quality"]["fid"]  # noqa: E731
+    return [
+        gate(f"fid_ratio_student{n}_over_teacher{r.teacher_steps}", fid(fp32) / fid(teacher), "<=",
+             g.max_fid_ratio_student_over_teacher),
+        gate(f"fid_ratio_student{n}_over_teacher{n}_naive", fid(fp32) / fid(naive), "<=",
+             g.max_fid_ratio_student_over_naive),
+        gate(f"images_s_ratio_student{n}_over_teacher{r.teacher_steps}",
+             fp32["latency"]["images_s"] / teacher["latency"]["images_s"], ">=", g.min_speedup_over_teacher),
+        gate(f"fid_increase_int8_over_fp32_{n}steps", fid(int8) / fid(fp32) - 1, "<=", g.max_int8_fid_increase),
+        gate("parity_fp32_psnr_db", fp32["parity"]["psnr_db"], ">=", g.min_parity_psnr_db),
+    ]
+
+
+def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print) -> Path:
+    from edgegen.distill.diffusion import progressive_distill
+    from edgegen.export.onnx import export
+    from edgegen.export.quantize import quantize
+    from edgegen.train.diffusion import train_diffusion
+
+    out, r = Path(out), recipe
+    log(f"edgegen run {r.name} -> {out}")
+    extractor, extractor_name, extractor_art = feature_extractor(out, r.data, r.seed)
+    log(f"[1/5] teacher: DDPM training ({r.teacher_steps}-step DDIM sampler)")
+    teacher = train_diffusion(out / "teacher", model=r.teacher, train=r.teacher_train, data=r.data, resume="auto",
+                              steps=r.teacher_steps, desc="teacher")
+    log(f"[2/5] students: progressive distillation {r.teacher_steps} -> {min(r.student_steps)} steps")
+    students = progressive_distill(out / "students", teacher=teacher.path, teacher_steps=r.teacher_steps,
+                                   final_steps=min(r.student_steps), method=r.distill, train=r.student_train,
+                                   data=r.data, resume="auto")
+    log("[3/5] export denoisers to ONNX with parity checks; INT8 (static, calibrated on noised images)")
+    teacher_onnx = export(teacher.path, out / "teacher-onnx", r.export)
+    variants = [(f"teacher-{r.teacher_steps}steps", "teacher", teacher_onnx, r.teacher_steps)]
+    for n in sorted(r.student_steps, reverse=True):
+        fp32 = export(students[n].path, out / f"student-{n}steps-onnx", r.export)
+        int8 = quantize(fp32.path, out / f"student-{n}steps-onnx-int8", r.quantize, checkpoint=students[n].path,
+                        data=r.data)
+        variants += [(f"student-{n}steps-fp32", "student", fp32, n), (f"student-{n}steps-int8", "student", int8, n)]
+    n = max(r.student_steps)
+    variants.insert(1, (f"teacher-{n}steps-naive", "teacher", teacher_onnx, n))
+    parents = {name: art.manifest.digest for name, _, art, _ in variants}
+    parents["feature-extractor"] = extractor_art.manifest.digest
+    if done := artifact.reusable(out / "report", report_key(r, parents)):
+        log("[4/5] validate: unchanged, reused\n[5/5] report: unchanged, reused")
+        return done.path
+    log("[4/5] validate each variant on ONNX Runtime (FID/KID, latency, size, memory)")
+    rows, grids = validate_variants(variants, r.data, r.validate, extractor, extractor_name, log)
+    floor = real_floor(r.data, extractor, extractor_name, r.seed)
+    gates = diffusion_gates(rows, r) + budget_gates(r.budget, rows, r.shipped)
+    notes = {"quality": f"FID and KID of {r.validate.num_samples} images sampled on ONNX Runtime (deterministic "
+                        f"DDIM) against the {floor['real_samples']} test images of {r.data.load().source}, on "
+                        f"{extractor_name}; real-vs-real floor (test vs train): FID {floor['fid']:.2f}.",
+             "latency": f"ONNX Runtime; per image = the whole sampler (every denoiser step) at batch 1, per batch "
+                        f"at batch {r.validate.batch_size}; SingleStream medians and p90."}
+    histories = {"teacher": json.loads((teacher.path / "history.json").read_text())}
+    for steps, art in students.items():
+        if (art.path / "history.json").is_file():
+            histories[f"student-{steps}steps"] = json.loads((art.path / "history.json").read_text())
+    log("[5/5] report")
+    return write_report(out, r, rows, gates, grids, histories, notes, parents)
