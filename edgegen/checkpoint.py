@@ -13,11 +13,11 @@ import torch
 
 from . import EdgegenError
 from .config import from_dict, to_dict
+from .models.diffusion import DiffusionConfig, UNet
+from .models.gan import GANConfig, Generator
 from .models.lm import LM, LMConfig
 
-FAMILIES = {"lm": (LMConfig, LM)}
-from .models.gan import GANConfig, Generator; FAMILIES["gan"] = (GANConfig, Generator)  # noqa: E402,E702
-from .models.diffusion import DiffusionConfig, UNet; FAMILIES["diffusion"] = (DiffusionConfig, UNet)  # noqa: E402,E702
+FAMILIES = {"lm": (LMConfig, LM), "diffusion": (DiffusionConfig, UNet), "gan": (GANConfig, Generator)}
 WEIGHTS = "model.safetensors"
 CONFIG = "model_config.json"
 

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from . import EdgegenError, __version__
 
@@ -83,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
 
     p = sub.add_parser("validate", help="measure a bundle on its runtime: quality, latency, size, memory",
-                       description="Perplexity and bits/byte through the runtime (sliding window), time to first "
-                       "token and decode tokens/s (warm-up, repeats, p50/p90), model size and peak memory.")
+                       description="Language models: perplexity and bits/byte through the runtime (sliding window), "
+                       "time to first token and decode tokens/s. Image generators: FID/KID of generated images "
+                       "(digits classifier features), per-image latency and images/s. Both: p50/p90/p99, size, "
+                       "peak memory.")
     p.add_argument("bundle", help="bundle (or checkpoint, with --runtime torch) directory")
     p.add_argument("--data", metavar="PATH", help="evaluation text: a UTF-8 file or folder, used whole "
                    "(default: the test split of the Python standard library corpus)")
@@ -92,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, default=65_536, help="evaluate at most this many bytes of text")
     p.add_argument("--context", type=int, default=0, help="perplexity window (default: the model's context)")
     p.add_argument("--stride", type=int, default=0, help="perplexity stride (default: half the window)")
+    p.add_argument("--num-images", type=int, default=1000, help="images generated for FID/KID (default: 1000)")
+    p.add_argument("--steps", type=int, default=0, help="diffusion sampler steps (default: the bundle's own)")
     _measure_args(p)
     p.add_argument("--budget", metavar="FILE", help="a budget YAML of gates (e.g. 'latency.p90_ms <= 40 on cpu-2t'): "
                    "prints one line per gate and exits 1 when any fails")
@@ -113,17 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "the folders of EDGEGEN_DEVICES.")
     p.add_argument("--json", action="store_true", help="print the profiles as JSON")
 
-    p = sub.add_parser("generate", help="generate text with a bundle",
-                       description="Sample a continuation of --prompt; streams text unless --json.")
+    p = sub.add_parser("generate", help="generate text or images with a bundle",
+                       description="Language models: sample a continuation of --prompt (streamed unless --json). "
+                       "Image generators: write --num-images PNGs (and grid.png) to --out.")
     p.add_argument("bundle", help="bundle (or checkpoint, with --runtime torch) directory")
-    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--prompt", help="text to continue (language models)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default: 64)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0: off)")
     p.add_argument("--runtime", default="ort", choices=["ort", "torch"], help="runtime (default: ort)")
-    p.add_argument("--json", action="store_true", help="print text, token_ids, ttft_ms and tok_s as JSON")
+    p.add_argument("--json", action="store_true", help="print text, token_ids, ttft_ms and tok_s as JSON "
+                   "(images: the files written)")
+    p.add_argument("--num-images", type=int, default=16, help="images to generate (image generators; default: 16)")
+    p.add_argument("--steps", type=int, help="diffusion sampler steps (default: the bundle's own)")
+    p.add_argument("--out", metavar="DIR", help="folder for the PNGs (image generators)")
     _seed(p)
     return parser
 
@@ -222,14 +232,15 @@ def cmd_export(a):
 
 
 def cmd_validate(a):
-    from .data import TextDataConfig, read_text_path
-    from .runtimes.harness import ValidateConfig, validate
-
     from .budget import check, format_gate, load_budget
+    from .data import TextDataConfig, read_text_path
     from .runtimes.devices import get_profile
-    from .runtimes.harness import run_on
+    from .runtimes.harness import ValidateConfig, run_on, validate
+    from .runtimes.session import bundle_family
 
     budget = load_budget(a.budget) if a.budget else None  # a bad budget fails before any work
+    if bundle_family(a.bundle) in ("diffusion", "gan"):
+        return validate_images(a, budget)
     devices = {name: get_profile(name) for name in ([a.device] if a.device else []) + (budget.devices if budget else [])}
     text = "\n\n".join(t for _, t in read_text_path(a.data)) if a.data else TextDataConfig().load()[1].test
     cfg = _replace(ValidateConfig(), max_bytes=a.max_bytes, context=a.context, stride=a.stride, threads=a.threads,
@@ -254,6 +265,38 @@ def cmd_validate(a):
                   f"per token p90 {lat['per_token_ms_p90']:.3f} ms")
             print(f"size {result['size_bytes'] / 1024:.1f} KiB  peak RSS "
                   f"{result['memory'].get('peak_run_mib', float('nan')):.1f} MiB")
+        for g in gates:
+            print(format_gate(g))
+    return 1 if any(not g["passed"] for g in gates) else 0
+
+
+def validate_images(a, budget) -> int:
+    from .budget import check, format_gate
+    from .data.images import ImageDataConfig
+    from .metrics.fid import describe, load_digits_features, train_digits_classifier
+    from .runtimes.harness import ImageValidateConfig, validate_images as run
+
+    if a.data or a.device or (budget and budget.devices):
+        raise EdgegenError("image bundles validate here, on the built-in digits: --data and devices are not "
+                           "supported for them yet")
+    cache = Path.home() / ".cache" / "edgegen" / "digits-classifier"
+    extractor_art = train_digits_classifier(cache, seed=0)
+    cfg = _replace(ImageValidateConfig(), num_samples=a.num_images, steps=a.steps, threads=a.threads, seed=a.seed,
+                   min_queries=a.min_queries, min_seconds=a.min_seconds)
+    result = run(a.bundle, ImageDataConfig().load().test, load_digits_features(extractor_art.path),
+                 describe(extractor_art), "ort", cfg)
+    result.pop("samples")
+    gates = check(budget, {None: result}) if budget else []
+    if a.json:
+        print(json.dumps({**_brief(result), **({"gates": gates, "passed": all(g["passed"] for g in gates)}
+                                                if budget else {})}, indent=2))
+    else:
+        q, lat = result["quality"], result["latency"]
+        print(f"FID {q['fid']:.3f}  KID {q['kid']:.4f}  ({q['samples']} images, {q['extractor']})")
+        print(f"per image p50 {lat['per_image_ms_p50']:.3f} ms  p90 {lat['per_image_ms_p90']:.3f}  "
+              f"{lat['images_s']:.0f} images/s at batch {lat['batch_size']}")
+        print(f"size {result['size_bytes'] / 1024:.1f} KiB  peak RSS "
+              f"{result['memory'].get('peak_run_mib', float('nan')):.1f} MiB")
         for g in gates:
             print(format_gate(g))
     return 1 if any(not g["passed"] for g in gates) else 0
@@ -306,7 +349,12 @@ def cmd_devices(a):
 
 def cmd_generate(a):
     from .runtimes import TextGenerator
+    from .runtimes.session import bundle_family
 
+    if bundle_family(a.bundle) in ("diffusion", "gan"):
+        return generate_images(a)
+    if a.prompt is None:
+        raise EdgegenError("--prompt is required for a language model bundle")
     if a.max_new_tokens < 1:
         raise EdgegenError("--max-new-tokens must be at least 1")
     gen = TextGenerator(a.bundle, a.runtime)
@@ -324,6 +372,27 @@ def cmd_generate(a):
             print()
     except ValueError as e:
         raise EdgegenError(str(e)) from None
+    return 0
+
+
+def generate_images(a):
+    import time
+
+    from .runtimes.image import ImageGenerator, grid_png, save_pngs
+
+    if not a.out:
+        raise EdgegenError("--out DIR is required for an image generator: the folder the PNGs go to")
+    gen = ImageGenerator(a.bundle, a.runtime)
+    start = time.perf_counter()
+    images = gen.generate(a.num_images, steps=a.steps, seed=a.seed)
+    seconds = time.perf_counter() - start
+    paths = save_pngs(images, a.out)
+    grid = grid_png(images, Path(a.out) / "grid.png")
+    if a.json:
+        print(json.dumps({"images": [str(p) for p in paths], "grid": str(grid), "seconds": seconds,
+                          "images_s": len(paths) / seconds}))
+    else:
+        print(f"{len(paths)} images in {a.out} ({len(paths) / seconds:.0f} images/s); grid: {grid}")
     return 0
 
 
