@@ -24,7 +24,8 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 bench: setup
-	$(BIN)/python benchmarks/lm_tiny.py
+	$(BIN)/python benchmarks/recipes.py
+	$(BIN)/python benchmarks/harness.py
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info
