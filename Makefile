@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[all,dev]"
+	# pytorch-fid's reference Frechet distance, for a test; without its torchvision dependency
+	$(BIN)/pip install -q --no-deps pytorch-fid==0.3.0
 	touch $(STAMP)
 
 demo: setup

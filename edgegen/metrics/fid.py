@@ -121,26 +121,10 @@ def image_quality(fake: np.ndarray, real: np.ndarray, extractor: nn.Module, name
                 "extractor": name, "samples": int(len(fake)), "real_samples": int(len(real))}
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), the FID formula (pytorch-fid's algorithm)."""
-    from scipy import linalg
-
-    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
-    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
-    if not np.isfinite(covmean).all():  # singular product: nudge the diagonals
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
-
-
 def describe(art: artifact.Artifact) -> str:
     m = art.metrics
     return f"digits CNN classifier, penultimate 128 features (test accuracy {m['test_accuracy']:.1%})"
 
 
 __all__ = ["DigitsClassifier", "Features", "train_digits_classifier", "load_digits_features", "image_quality",
-           "frechet_distance", "describe"]
+           "describe"]

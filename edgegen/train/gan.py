@@ -41,14 +41,14 @@ DISCRIMINATOR = "discriminator.safetensors"  # built from the same GANConfig as 
 class GANTrainConfig:
     steps: int = 1500
     batch_size: int = 64
-    lr: float = 2e-4  # generator; the discriminator's is lr * d_lr_ratio
+    lr: float = 5e-4  # generator; the discriminator's is lr * d_lr_ratio
     d_lr_ratio: float = 1.0
     beta1: float = 0.5
     beta2: float = 0.999
     warmup_steps: int = 0
     min_lr_ratio: float = 1.0  # 1: constant learning rate after warm-up; < 1: cosine decay to lr * ratio
     loss: str = "nonsat"  # "nonsat" (non-saturating logistic) | "hinge"
-    ema: float = 0.999  # decay of the generator's weight average (what is saved); 0: save the raw generator
+    ema: float = 0.99  # decay of the generator's weight average (what is saved); 0: save the raw generator
     checkpoint_every: int = 500
     seed: int = 0
 
