@@ -169,22 +169,39 @@ def estimate(model_path: Path, device: DeviceProfile, dims: dict, host: DevicePr
     return out
 
 
-def estimate_bundle(bundle: Path, device: DeviceProfile, past: int = 64, threads: int = 1) -> dict:
-    """Estimate one decode step of an ONNX LM bundle on `device`, calibrated by timing it here."""
-    from .text import TextGenerator
+def step_feeds(bundle: Path, threads: int = 1, past: int = 64):
+    """A session and the feeds of one representative query: an LM decode step after `past`
+    tokens, one denoiser step or one generator call (batch 1); and its dims."""
+    from .session import bundle_family
 
-    gen = TextGenerator(bundle, "ort", threads=threads)
-    if not hasattr(gen.session, "model_file"):
+    if bundle_family(bundle) == "lm":
+        from .text import TextGenerator
+
+        gen = TextGenerator(bundle, "ort", threads=threads)
+        _, cache = gen.forward(np.zeros((1, past), np.int64))
+        feeds = {"input_ids": np.zeros((1, 1), np.int64), "attention_mask": np.ones((1, past + 1), np.int64),
+                 "position_ids": np.full((1, 1), past, np.int64), **cache}
+        return gen.session, {k: v for k, v in feeds.items() if k in gen.session.inputs}, decode_step_dims(past)
+    from .image import ImageGenerator
+
+    gen = ImageGenerator(bundle, "ort", threads=threads)
+    if gen.family == "gan":
+        feeds = {"z": np.zeros((1, gen.config["latent_dim"]), np.float32)}
+    else:
+        feeds = {"sample": np.zeros((1, *gen.image_shape), np.float32), "timestep": np.full((1,), 500.0, np.float32)}
+    return gen.session, {k: v.astype(gen.dtype) for k, v in feeds.items()}, {"batch_size": 1}
+
+
+def estimate_bundle(bundle: Path, device: DeviceProfile, threads: int = 1) -> dict:
+    """Estimate one query of an ONNX bundle on `device`, calibrated by timing it here."""
+    session, feeds, dims = step_feeds(Path(bundle), threads)
+    if not hasattr(session, "model_file"):
         raise EdgegenError("estimates need an ONNX bundle")
-    _, cache = gen.forward(np.zeros((1, past), np.int64))
-    feeds = {"input_ids": np.zeros((1, 1), np.int64), "attention_mask": np.ones((1, past + 1), np.int64),
-             "position_ids": np.full((1, 1), past, np.int64), **cache}
-    feeds = {k: v for k, v in feeds.items() if k in gen.session.inputs}
     times = []
     for i in range(220):
         t0 = time.perf_counter()
-        gen.session.run(feeds)
+        session.run(feeds)
         if i >= 20:  # warm-up
             times.append(time.perf_counter() - t0)
     measured = float(np.median(times)) * 1e3
-    return estimate(gen.session.model_file, device, decode_step_dims(past), calibrate_host(threads), measured)
+    return estimate(session.model_file, device, dims, calibrate_host(threads), measured)
