@@ -151,3 +151,17 @@ def format_gate(g: dict) -> str:
     value = "missing" if g["value"] is None else f"{g['value']:.4g}" if isinstance(g["value"], float) else g["value"]
     limit = f"{g['limit']:.4g}" if isinstance(g["limit"], float) else g["limit"]
     return f"{'PASS' if g['passed'] else 'FAIL'}  {g['name']}: {value} (limit {g['op']} {limit})"
+
+
+def check_variants(lines: list[str], rows: list[dict], shipped: str, measure_on=None) -> list[dict]:
+    """A recipe's budget: gates on the `shipped` variant, the run's other variants as references.
+
+    measure_on(device name) -> a result on that device, for gates that name one.
+    """
+    if not lines:
+        return []
+    by = {row["name"]: row for row in rows}
+    budget = Budget([parse_gate(g) for g in lines], {n: {m: lookup(row, m) for m in METRICS} for n, row in by.items()})
+    if budget.devices and measure_on is None:
+        raise EdgegenError("this recipe cannot measure on other devices; use `edgegen validate --budget`")
+    return check(budget, {None: by[shipped], **{d: measure_on(d) for d in budget.devices}})

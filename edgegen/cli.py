@@ -159,11 +159,11 @@ def cmd_run(a):
     from pathlib import Path
 
     from .budget import format_gate
-    from .recipe import load_recipe, run
+    from .recipe import load_recipe, run, with_seed
 
     recipe = load_recipe(a.recipe)
     if a.seed is not None:
-        recipe = recipe.with_seed(a.seed)
+        recipe = with_seed(recipe, a.seed)
     if a.data:
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, path=a.data))
     out = Path(a.out or Path("runs") / recipe.name)

@@ -9,6 +9,7 @@ is already there.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from edgegen import EdgegenError
@@ -50,9 +51,16 @@ def load_recipe(name_or_path: str):
     return from_dict(FAMILIES[family][0], data, "recipe")
 
 
+def with_seed(recipe, seed: int):
+    """The recipe with every stage seeded from `seed` (students one apart from the teacher)."""
+    return dataclasses.replace(recipe, seed=seed, teacher_train=dataclasses.replace(recipe.teacher_train, seed=seed),
+                               student_train=dataclasses.replace(recipe.student_train, seed=seed + 1),
+                               validate=dataclasses.replace(recipe.validate, seed=seed))
+
+
 def run(recipe, out: str | Path, log=print) -> Path:
     """Run every stage of `recipe` into `out`; returns the report directory."""
     return FAMILIES[recipe.family][1](recipe, out, log)
 
 
-__all__ = ["BUILTIN", "Gates", "LMRecipe", "load_recipe", "run"]
+__all__ = ["BUILTIN", "Gates", "LMRecipe", "load_recipe", "run", "with_seed"]

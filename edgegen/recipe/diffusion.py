@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from edgegen import artifact
+from edgegen.budget import check_variants
 from edgegen.data.images import ImageDataConfig
 from edgegen.distill.diffusion import ProgressiveConfig
 from edgegen.export.onnx import OnnxExportConfig
@@ -20,7 +21,7 @@ from edgegen.report import gate
 from edgegen.runtimes.harness import ImageValidateConfig
 from edgegen.train import TrainConfig
 
-from .images import ImageGates, budget_gates, feature_extractor, real_floor, report_key, validate_variants, write_report
+from .images import ImageGates, feature_extractor, real_floor, report_key, validate_variants, write_report
 
 
 @dataclasses.dataclass
@@ -50,10 +51,6 @@ class DiffusionRecipe:
     def shipped(self) -> str:
         return f"student-{max(self.student_steps)}steps-int8"
 
-    def with_seed(self, seed: int) -> "DiffusionRecipe":
-        return dataclasses.replace(self, seed=seed, teacher_train=dataclasses.replace(self.teacher_train, seed=seed),
-                                   student_train=dataclasses.replace(self.student_train, seed=seed + 1),
-                                   validate=dataclasses.replace(self.validate, seed=seed))
 
 
 def digits_diffusion() -> DiffusionRecipe:
@@ -111,7 +108,7 @@ def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print) -> Path:
     log("[4/5] validate each variant on ONNX Runtime (FID/KID, latency, size, memory)")
     rows, grids = validate_variants(variants, r.data, r.validate, extractor, extractor_name, log)
     floor = real_floor(r.data, extractor, extractor_name, r.seed)
-    gates = diffusion_gates(rows, r) + budget_gates(r.budget, rows, r.shipped)
+    gates = diffusion_gates(rows, r) + check_variants(r.budget, rows, r.shipped)
     notes = {"quality": f"FID and KID of {r.validate.num_samples} images sampled on ONNX Runtime (deterministic "
                         f"DDIM) against the {floor['real_samples']} test images of {r.data.load().source}, on "
                         f"{extractor_name}; real-vs-real floor (test vs train): FID {floor['fid']:.2f}.",

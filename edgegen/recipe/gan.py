@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from edgegen import artifact
+from edgegen.budget import check_variants
 from edgegen.data.images import ImageDataConfig
 from edgegen.distill.gan import GANDistillConfig
 from edgegen.export.onnx import OnnxExportConfig
@@ -21,7 +22,7 @@ from edgegen.report import gate
 from edgegen.runtimes.harness import ImageValidateConfig
 from edgegen.train.gan import GANTrainConfig
 
-from .images import ImageGates, budget_gates, feature_extractor, real_floor, report_key, validate_variants, write_report
+from .images import ImageGates, feature_extractor, real_floor, report_key, validate_variants, write_report
 
 SHIPPED = "student-onnx-int8"
 
@@ -43,10 +44,6 @@ class GANRecipe:
     gates: ImageGates = dataclasses.field(default_factory=ImageGates)
     budget: list[str] = dataclasses.field(default_factory=list)
 
-    def with_seed(self, seed: int) -> "GANRecipe":
-        return dataclasses.replace(self, seed=seed, teacher_train=dataclasses.replace(self.teacher_train, seed=seed),
-                                   student_train=dataclasses.replace(self.student_train, seed=seed + 1),
-                                   validate=dataclasses.replace(self.validate, seed=seed))
 
 
 def digits_gan() -> GANRecipe:
@@ -100,7 +97,7 @@ def run_gan(recipe: GANRecipe, out: str | Path, log=print) -> Path:
     log("[5/6] validate each variant on ONNX Runtime (FID/KID, latency, size, memory)")
     rows, grids = validate_variants(variants, r.data, r.validate, extractor, extractor_name, log)
     floor = real_floor(r.data, extractor, extractor_name, r.seed)
-    gates = gan_gates(rows, r.gates) + budget_gates(r.budget, rows, SHIPPED)
+    gates = gan_gates(rows, r.gates) + check_variants(r.budget, rows, SHIPPED)
     notes = {"quality": f"FID and KID of {r.validate.num_samples} generated images against the "
                         f"{floor['real_samples']} test images of {r.data.load().source}, on {extractor_name}; "
                         f"real-vs-real floor (test vs train): FID {floor['fid']:.2f}.",

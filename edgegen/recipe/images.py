@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 
 from edgegen import EdgegenError, artifact, report
-from edgegen.budget import Budget, METRICS, check, lookup, parse_gate
 from edgegen.config import to_dict
 
 
@@ -57,20 +56,6 @@ def real_floor(data, extractor, name: str, seed: int) -> dict:
 
     splits = data.load()
     return image_quality(splits.test, splits.train, extractor, name, seed=seed)
-
-
-def budget_gates(lines: list[str], rows: list[dict], shipped: str) -> list[dict]:
-    if not lines:
-        return []
-    by = {row["name"]: row for row in rows}
-    refs = {n: {m: lookup(row, m) for m in METRICS} for n, row in by.items()}
-    budget = Budget([parse_gate(g) for g in lines], refs)
-    if budget.devices:
-        raise EdgegenError("device gates ('on DEVICE') in image recipes are not supported yet; use `edgegen validate --budget`")
-    for g in budget.gates:
-        if g.reference and g.reference not in refs:
-            raise EdgegenError(f"budget gate '{g.text}' names '{g.reference}', which is not a variant of this run")
-    return check(budget, {None: by[shipped]})
 
 
 def write_report(out: Path, recipe, rows, gates, grids, histories, notes, parents) -> Path:

@@ -20,7 +20,7 @@ from edgegen.export.quantize import QuantizeConfig
 from edgegen.runtimes.harness import ValidateConfig
 
 from edgegen import EdgegenError
-from edgegen.budget import Budget, check, parse_gate
+from edgegen.budget import check_variants, parse_gate
 from edgegen.config import to_dict
 from edgegen.data import TextDataConfig
 from edgegen.models.lm import LMConfig
@@ -58,11 +58,6 @@ class LMRecipe:
     # references are the run's variants, e.g. "quality.bits_per_byte <= 1.05 * teacher", "size_mb <= 1".
     budget: list[str] = dataclasses.field(default_factory=list)
 
-    def with_seed(self, seed: int) -> "LMRecipe":
-        return dataclasses.replace(
-            self, seed=seed, teacher_train=dataclasses.replace(self.teacher_train, seed=seed),
-            student_train=dataclasses.replace(self.student_train, seed=seed + 1),
-            validate=dataclasses.replace(self.validate, seed=seed))
 
 
 def lm_tiny() -> LMRecipe:
@@ -149,7 +144,12 @@ def run_lm(recipe: LMRecipe, out: str | Path, log=print) -> Path:
              "latency": f"greedy generation of {r.validate.max_new_tokens} tokens after a "
                         f"{rows[0]['latency']['prompt_tokens']}-token prompt, {r.validate.warmup} warm-up runs, "
                         f"median and p90 of {r.validate.repeats} runs; peak RSS measured in a child process."}
-    gates = report.lm_gates(rows, r.gates) + budget_gates(r.budget, rows, r.validate)
+    from edgegen.runtimes.devices import get_profile
+    from edgegen.runtimes.harness import run_on
+
+    shipped = next(row["bundle"] for row in rows if row["name"] == SHIPPED_VARIANT)
+    gates = report.lm_gates(rows, r.gates) + check_variants(
+        r.budget, rows, SHIPPED_VARIANT, lambda device: run_on(get_profile(device), shipped, "ort", r.validate))
     rep = report.build(r.name, r.family, rows, gates, notes)
     histories = {name: json.loads((art.path / "history.json").read_text())
                  for name, art in (("teacher", teacher), ("student", student), ("student-scratch", scratch))}
@@ -163,19 +163,3 @@ def run_lm(recipe: LMRecipe, out: str | Path, log=print) -> Path:
 
 SHIPPED_VARIANT = "student-onnx-int8"
 VARIANTS = ("teacher", "teacher-onnx-fp32", "student-scratch", "student-onnx-fp32", SHIPPED_VARIANT)
-
-
-def budget_gates(lines: list[str], rows: list[dict], cfg: ValidateConfig) -> list[dict]:
-    """The recipe's budget on the shipped variant; other variants are its references."""
-    if not lines:
-        return []
-    from edgegen.budget import METRICS, lookup
-    from edgegen.runtimes.devices import get_profile
-    from edgegen.runtimes.harness import run_on
-
-    by = {row["name"]: row for row in rows}
-    refs = {name: {m: lookup(row, m) for m in METRICS} for name, row in by.items()}
-    budget = Budget([parse_gate(g) for g in lines], refs)
-    shipped = by[SHIPPED_VARIANT]
-    results = {None: shipped, **{d: run_on(get_profile(d), shipped["bundle"], "ort", cfg) for d in budget.devices}}
-    return check(budget, results)

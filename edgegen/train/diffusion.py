@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -36,6 +37,38 @@ def image_batches(images: np.ndarray, batch_size: int, seed: int) -> Callable:
     return batch
 
 
+class EMA(torch.nn.Module):
+    """An exponential moving average of a model's weights (Polyak averaging), as a module.
+
+    `fit` has no post-step hook, so the loss updates it from the weights it is handed: the average
+    lags one optimizer step, and `finish` folds in the last one. Passed to fit as `extra_modules`
+    (its weights do not require grad, so the optimizer skips them) it is saved and restored with the
+    training checkpoint, and resume reproduces it. With `warmup` the decay ramps as (1 + n) / (10 + n).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
+        super().__init__()
+        self.decay, self.warmup = decay, warmup
+        self.average = copy.deepcopy(model).requires_grad_(False)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        n = int(self.updates)
+        decay = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+        for avg, p in zip(self.average.parameters(), model.parameters()):
+            avg.lerp_(p.detach().to(avg.dtype), 1 - decay)
+        self.updates += 1
+
+    def finish(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Fold in the last step and copy the average into `model` (returned)."""
+        self.update(model)
+        with torch.no_grad():
+            for avg, p in zip(self.average.parameters(), model.parameters()):
+                p.copy_(avg)
+        return model
+
+
 def check_data(cfg: DiffusionConfig, splits: ImageSplits) -> None:
     from edgegen import EdgegenError
 
@@ -46,11 +79,12 @@ def check_data(cfg: DiffusionConfig, splits: ImageSplits) -> None:
 
 
 def train_diffusion(out: str | Path, *, model: DiffusionConfig, train: TrainConfig, data: ImageDataConfig,
-                    resume: bool | str = False, stop_at: int | None = None, steps: int = 64,
+                    resume: bool | str = False, stop_at: int | None = None, steps: int = 64, ema: float = 0.999,
                     desc: str = "train diffusion") -> artifact.Artifact | None:
     """Train a UNet denoiser with the DDPM objective; write a checkpoint artifact (role "teacher") to `out`.
 
-    `steps` is the DDIM step count the teacher is meant to be sampled with (stored in the manifest).
+    `steps` is the DDIM step count the teacher is meant to be sampled with (stored in the manifest);
+    `ema` > 0: the checkpoint holds an exponential moving average of the weights with that decay.
     """
     torch.manual_seed(train.seed)
     splits = data.load()
@@ -58,14 +92,18 @@ def train_diffusion(out: str | Path, *, model: DiffusionConfig, train: TrainConf
     sampler = DDIMSampler(CosineSchedule(model.num_train_timesteps), model.prediction)
     parents = {"data": digest(splits)}
     config = {"model": to_dict(model), "train": to_dict(train), "data": to_dict(data), "role": "teacher",
-              "sampler": sampler.config(steps)}
+              "sampler": sampler.config(steps), "ema": ema}
     key = artifact.stage_key("train-diffusion", config, parents)
     if done := artifact.reusable(out, key):
         return done
     net = UNet(model)
     schedule = sampler.schedule
 
-    def loss_fn(m, batch, extra=None):
+    average = EMA(net, ema) if ema else None
+
+    def loss_fn(m, batch, average=None):
+        if average is not None and m.training:
+            average.update(m)
         x0 = batch["x0"].to(next(m.parameters()).device)
         return training_loss(m, x0, schedule, torch.Generator().manual_seed(batch["seed"])), {}
 
@@ -73,7 +111,9 @@ def train_diffusion(out: str | Path, *, model: DiffusionConfig, train: TrainConf
     ckpt = out.with_name(out.name + ".ckpt")
     history = fit(net, loss_fn, train, batch_fn=image_batches(splits.train, train.batch_size, train.seed),
                   eval_fn=denoising_eval(splits.test, schedule, train.seed), ckpt_dir=ckpt, key=key,
-                  resume=resume, desc=desc, stop_at=stop_at)
+                  resume=resume, desc=desc, stop_at=stop_at, extra_modules=average)
+    if average is not None:
+        average.finish(net)
     if not finish_distributed():
         return None
     return write_checkpoint(out, net.cpu(), config=config, parents=parents, stage="train-diffusion",
