@@ -6,7 +6,9 @@ learned 1x1 conv projection (feature MSE), and an adversarial loss keeps its
 images sharp: the discriminator starts from the teacher's and is trained
 alongside, on real images vs the student's. The student is the teacher's
 architecture at a fraction of its generator width, so its MACs shrink about
-with the square of that fraction.
+with the square of that fraction. It starts from the teacher's most important
+channels (by BatchNorm scale, as in network slimming), which makes it converge
+several times faster than from random weights.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class GANDistillConfig:
     feature_weight: float = 1.0  # MSE of projected student block outputs vs the teacher's
     adv_weight: float = 0.1  # adversarial loss against the discriminator
     init_discriminator: bool = True  # start the discriminator from the teacher's
+    init_from_teacher: bool = True  # start the student from the teacher's most important channels
 
     def __post_init__(self):
         if min(self.pixel_weight, self.feature_weight, self.adv_weight) < 0:
@@ -66,6 +69,54 @@ def projections(student: GANConfig, teacher: GANConfig) -> nn.ModuleList:
     return nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in zip(student.g_widths(), teacher.g_widths()))
 
 
+def _keep(importance: torch.Tensor, k: int) -> torch.Tensor:
+    return importance.topk(k).indices.sort().values
+
+
+@torch.no_grad()
+def init_from_teacher(student: Generator, teacher: Generator) -> None:
+    """Copy the teacher's weights restricted to its k most important channels per feature map.
+
+    Importance is |BatchNorm scale| (network slimming, Liu et al. 2017) or, without norms, the L2 norm
+    of the filters producing the channel. BatchNorm renormalises the pruned sums, so the student starts
+    as a coarse copy of the teacher instead of from noise.
+    """
+    s_cfg, t_cfg = student.cfg, teacher.cfg
+    if (s_cfg.g_norm, s_cfg.g_extra_convs) != (t_cfg.g_norm, t_cfg.g_extra_convs):
+        raise EdgegenError("init_from_teacher needs the student to keep the teacher's g_norm and g_extra_convs")
+
+    def importance(norm, weight, out_dim):
+        if isinstance(norm, nn.BatchNorm2d):
+            return norm.weight.abs()
+        return weight.transpose(0, out_dim).flatten(1).norm(dim=1)
+
+    def copy_norm(s_norm, t_norm, keep):
+        if isinstance(t_norm, nn.BatchNorm2d):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(s_norm, name).copy_(getattr(t_norm, name)[keep])
+
+    k0 = s_cfg.g_widths()[0]
+    rows = teacher.fc.weight.view(-1, 16, t_cfg.latent_dim)  # (C0, 4*4, latent)
+    keep = _keep(importance(teacher.norm, rows, 0), k0)
+    student.fc.weight.copy_(rows[keep].reshape(-1, t_cfg.latent_dim))
+    if teacher.fc.bias is not None:
+        student.fc.bias.copy_(teacher.fc.bias.view(-1, 16)[keep].flatten())
+    copy_norm(student.norm, teacher.norm, keep)
+    for s_block, t_block in zip(student.blocks, teacher.blocks):
+        for s_layer, t_layer, t_norm, s_norm in zip(s_block.layers[0::3], t_block.layers[0::3],
+                                                    t_block.layers[1::3], s_block.layers[1::3]):
+            out_dim = 1 if isinstance(t_layer, nn.ConvTranspose2d) else 0  # ConvTranspose2d: (in, out, k, k)
+            new = _keep(importance(t_norm, t_layer.weight, out_dim), s_layer.weight.shape[out_dim])
+            w = t_layer.weight.index_select(1 - out_dim, keep).index_select(out_dim, new)
+            s_layer.weight.copy_(w)
+            if t_layer.bias is not None:
+                s_layer.bias.copy_(t_layer.bias[new])
+            copy_norm(s_norm, t_norm, new)
+            keep = new
+    student.to_image.weight.copy_(teacher.to_image.weight[:, keep])
+    student.to_image.bias.copy_(teacher.to_image.bias)
+
+
 def distill_gan(out: str | Path, *, teacher: str | Path, student: GANConfig | float, method: GANDistillConfig,
                 train: GANTrainConfig, data: ImageDataConfig, resume: bool | str = False,
                 stop_at: int | None = None) -> artifact.Artifact:
@@ -75,6 +126,8 @@ def distill_gan(out: str | Path, *, teacher: str | Path, student: GANConfig | fl
         raise EdgegenError(f"{teacher} is a {parent.manifest.family} checkpoint, not a gan teacher")
     teacher_gen = load_model(parent.path)
     cfg = student_config(teacher_gen.cfg, student)
+    if method.init_discriminator and cfg.d_width != teacher_gen.cfg.d_width:
+        raise EdgegenError(f"init_discriminator needs the student's d_width to be the teacher's ({teacher_gen.cfg.d_width})")
     splits, images = load_images(data, cfg)
     parents = {"teacher": parent.manifest.digest, "data": digest(splits)}
     config = {"student": to_dict(student) if isinstance(student, GANConfig) else student, "model": to_dict(cfg),
@@ -85,6 +138,8 @@ def distill_gan(out: str | Path, *, teacher: str | Path, student: GANConfig | fl
 
     torch.manual_seed(train.seed)
     gen = Generator(cfg)
+    if method.init_from_teacher:
+        init_from_teacher(gen, teacher_gen)
     disc = load_discriminator(parent.path) if method.init_discriminator else Discriminator(cfg)
     proj = projections(cfg, teacher_gen.cfg) if method.feature_weight > 0 else None
     teacher_gen.requires_grad_(False).eval()
@@ -117,4 +172,4 @@ def distill_gan(out: str | Path, *, teacher: str | Path, student: GANConfig | fl
                                      "teacher_params": teacher_gen.num_params()})
 
 
-__all__ = ["GANDistillConfig", "distill_gan", "student_config", "projections"]
+__all__ = ["GANDistillConfig", "distill_gan", "student_config", "projections", "init_from_teacher"]

@@ -192,9 +192,10 @@ def step_feeds(bundle: Path, threads: int = 1, past: int = 64):
     return gen.session, {k: v.astype(gen.dtype) for k, v in feeds.items()}, {"batch_size": 1}
 
 
-def estimate_bundle(bundle: Path, device: DeviceProfile, threads: int = 1) -> dict:
-    """Estimate one query of an ONNX bundle on `device`, calibrated by timing it here."""
-    session, feeds, dims = step_feeds(Path(bundle), threads)
+def estimate_bundle(bundle: Path, device: DeviceProfile, threads: int = 1, past: int = 64) -> dict:
+    """Estimate one query of an ONNX bundle on `device` (an LM decode step after `past` tokens),
+    calibrated by timing it here."""
+    session, feeds, dims = step_feeds(Path(bundle), threads, past)
     if not hasattr(session, "model_file"):
         raise EdgegenError("estimates need an ONNX bundle")
     times = []

@@ -10,7 +10,7 @@ from edgegen import EdgegenError, artifact
 from edgegen.checkpoint import load_model
 from edgegen.config import from_dict, to_dict
 from edgegen.data.images import ImageDataConfig
-from edgegen.distill.gan import GANDistillConfig, distill_gan, student_config
+from edgegen.distill.gan import GANDistillConfig, distill_gan, init_from_teacher, student_config
 from edgegen.metrics.macs import macs
 from edgegen.models.gan import Discriminator, GANConfig, Generator, sample
 from edgegen.train import Interrupted
@@ -74,6 +74,28 @@ def test_generator_macs_and_student_ratio():
         student_config(cfg, dataclasses.replace(cfg, latent_dim=8))
 
 
+@pytest.mark.parametrize("norm, extra", [("batch", 0), ("none", 1)])
+def test_init_from_teacher(norm, extra):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, g_norm=norm, g_extra_convs=extra)
+    teacher = Generator(cfg)
+    for m in teacher.modules():  # non-trivial BatchNorm scales and statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5), m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+    teacher.eval()
+    z = torch.randn(4, cfg.latent_dim)
+    same = Generator(cfg).eval()
+    init_from_teacher(same, teacher)  # all channels kept: an exact copy
+    assert torch.allclose(same(z), teacher(z), atol=1e-6)
+    small = Generator(student_config(cfg, 0.5)).eval()
+    init_from_teacher(small, teacher)
+    image, features = small(z, return_features=True)
+    assert image.shape == (4, 1, 8, 8) and [f.shape[1] for f in features] == [8, 4]
+    if norm == "batch":  # the kept channels are those with the largest BatchNorm scales
+        keep = teacher.norm.weight.abs().topk(8).indices.sort().values
+        assert torch.equal(small.norm.weight, teacher.norm.weight[keep])
+
+
 def test_batches_are_a_pure_function():
     images = torch.arange(50.0).view(50, 1, 1, 1)
     f = gan_batches(images, 4, 6, seed=3)
@@ -100,12 +122,16 @@ def test_train_gan_writes_and_reuses(gan_teacher):
 
 
 def test_resume_is_bit_identical(tmp_path, gan_teacher):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     with pytest.raises(Interrupted, match="step 3"):
         train_gan(tmp_path / "run", model=TINY, train=TINY_TRAIN, data=ImageDataConfig(), stop_at=3)
     assert (tmp_path / "run.ckpt" / "state.json").is_file() and not (tmp_path / "run").exists()
     resumed = train_gan(tmp_path / "run", model=TINY, train=TINY_TRAIN, data=ImageDataConfig(), resume=True)
     for name in ("model.safetensors", "discriminator.safetensors", "history.json"):
         assert (resumed.path / name).read_bytes() == (gan_teacher.path / name).read_bytes(), name
+    assert torch.get_num_threads() == 2  # train.threads (1) applies only while training
+    torch.set_num_threads(threads)
 
 
 def test_data_must_fit_the_model(tmp_path):
@@ -133,6 +159,15 @@ def test_distill_gan_writes_a_smaller_student(tmp_path, gan_teacher):
     again = distill_gan(tmp_path / "student", teacher=gan_teacher.path, student=0.25, method=method,
                         train=train, data=ImageDataConfig())
     assert again.manifest.key == student.manifest.key
+
+
+def test_distill_gan_bad_students(tmp_path, gan_teacher):
+    kw = dict(teacher=gan_teacher.path, method=GANDistillConfig(), train=TINY_TRAIN, data=ImageDataConfig())
+    with pytest.raises(EdgegenError, match="width factor"):
+        distill_gan(tmp_path / "s", student=1.5, **kw)
+    with pytest.raises(EdgegenError, match="d_width"):
+        distill_gan(tmp_path / "s", student=dataclasses.replace(TINY, g_width=2, d_width=8), **kw)
+    assert not (tmp_path / "s").exists()
 
 
 def test_scratch_student_role(tmp_path, gan_teacher):
