@@ -109,7 +109,7 @@ def run_gan(recipe: GANRecipe, out: str | Path, log=print) -> Path:
     floor = real_floor(r.data, extractor, extractor_name, r.seed)
     gates = gan_gates(rows, r.gates) + check_variants(r.budget, rows, SHIPPED)
     notes = {"quality": f"FID and KID of {r.validate.num_samples} generated images against the "
-                        f"{floor['real_samples']} test images of {r.data.load().source}, on {extractor_name}; "
+                        f"{len(r.data.load().test)} test images of {r.data.load().source}, on {extractor_name}; "
                         f"real-vs-real floor (test vs train): FID {floor['fid']:.2f}.",
              "latency": f"ONNX Runtime; per image = one generator call at batch 1, per batch at batch "
                         f"{r.validate.batch_size}; SingleStream medians and p90."}
