@@ -110,7 +110,7 @@ def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print) -> Path:
     floor = real_floor(r.data, extractor, extractor_name, r.seed)
     gates = diffusion_gates(rows, r) + check_variants(r.budget, rows, r.shipped)
     notes = {"quality": f"FID and KID of {r.validate.num_samples} images sampled on ONNX Runtime (deterministic "
-                        f"DDIM) against the {floor['real_samples']} test images of {r.data.load().source}, on "
+                        f"DDIM) against the {len(r.data.load().test)} test images of {r.data.load().source}, on "
                         f"{extractor_name}; real-vs-real floor (test vs train): FID {floor['fid']:.2f}.",
              "latency": f"ONNX Runtime; per image = the whole sampler (every denoiser step) at batch 1, per batch "
                         f"at batch {r.validate.batch_size}; SingleStream medians and p90."}
