@@ -323,14 +323,20 @@ def cmd_profile(a):
         print(f"{device.name}: ESTIMATE (roofline from the graph, calibrated here x{e['host_measured_over_estimated']:.2f}): "
               f"{lat['p50_ms']:.3f} ms per token, {lat['decode_tok_s_p50']:.0f} tok/s")
         return 0
-    print(f"{device.name}: per token p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
-          f"CV {lat['cv']:.1%}  ({lat['queries']} tokens)")
-    print(f"TTFT p50 {lat['ttft_ms_p50']:.2f} ms  decode {lat['decode_tok_s_p50']:.0f} tok/s  load {lat['load_ms']:.1f} ms")
+    unit = "image" if "images_s" in lat else "token"
+    print(f"{device.name}: per {unit} p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
+          f"CV {lat['cv']:.1%}  ({lat['queries']} queries)")
+    if unit == "image":
+        print(f"{lat['images_s']:.0f} images/s at batch {lat['batch_size']}")
+    else:
+        print(f"TTFT p50 {lat['ttft_ms_p50']:.2f} ms  decode {lat['decode_tok_s_p50']:.0f} tok/s  "
+              f"load {lat['load_ms']:.1f} ms")
     if "warning" in lat:
         print(f"warning: {lat['warning']}")
     mem = result["memory"]
-    print(f"peak RSS {mem.get('peak_run_mib', float('nan')):.1f} MiB  KV cache at max context "
-          f"{mem.get('kv_cache_mib_at_max_context', float('nan')):.2f} MiB")
+    kv = mem.get("kv_cache_mib_at_max_context")
+    print(f"peak RSS {mem.get('peak_run_mib', float('nan')):.1f} MiB" +
+          (f"  KV cache at max context {kv:.2f} MiB" if kv is not None else ""))
     return 0
 
 

@@ -207,6 +207,10 @@ def profile(bundle: str | Path, runtime: str = "ort", cfg: ValidateConfig | None
             gen: TextGenerator | None = None, threads: int | None = None) -> dict:
     """Latency and memory only (no quality): what `edgegen profile` reports."""
     cfg = cfg or ValidateConfig()
+    from .session import bundle_family
+
+    if gen is None and bundle_family(bundle) in ("diffusion", "gan"):
+        return profile_images(bundle, runtime, cfg)
     if gen is None:
         gen, threads = tuned_generator(bundle, runtime, cfg)
     t0 = time.perf_counter()
@@ -220,6 +224,18 @@ def profile(bundle: str | Path, runtime: str = "ort", cfg: ValidateConfig | None
         memory["max_context"] = gen.max_len
     return {"runtime": runtime, "precision": gen.session.metadata.get("precision", "fp32"),
             "size_bytes": model_size(bundle), "latency": latency, "memory": memory}
+
+
+def profile_images(bundle, runtime: str, cfg: ValidateConfig) -> dict:
+    """profile() for an image bundle: per-image / per-batch latency and memory, with cfg's timing rules."""
+    icfg = ImageValidateConfig(warmup=cfg.warmup, min_queries=cfg.min_queries, min_seconds=cfg.min_seconds,
+                               max_seconds=cfg.max_seconds, cv_warning=cfg.cv_warning, threads=cfg.threads,
+                               memory=cfg.memory, seed=cfg.seed)
+    gen, threads = tuned_image_generator(bundle, runtime, icfg)
+    memory = measure_in_child(bundle, runtime, threads=threads) if cfg.memory else {}
+    return {"runtime": runtime, "precision": gen.session.metadata.get("precision", "fp32"),
+            "size_bytes": model_size(bundle), "latency": {**image_latency(gen, icfg), "threads": threads},
+            "memory": memory}
 
 
 def run_on(device, bundle: str | Path, runtime: str = "ort", cfg: ValidateConfig | None = None,
