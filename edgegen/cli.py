@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 from . import EdgegenError, __version__
+from .runtimes.session import RUNTIMES
+from .export.targets import TARGETS
+
+PRECISIONS = sorted({p for _, _, precisions in TARGETS.values() for p in precisions})
 
 EPILOG = "Run `edgegen COMMAND --help` for a command's options. Docs: README.md."
 
@@ -74,14 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     _seed(p)
 
-    p = sub.add_parser("export", help="export a checkpoint to a bundle (ONNX with KV cache; INT8)",
-                       description="Export to ONNX with Optimum's text-generation-with-past I/O, check parity "
-                       "against torch (fails loudly when off), optionally quantize to dynamic INT8.")
+    p = sub.add_parser("export", help="export a checkpoint to a bundle: ONNX, ExecuTorch, Core ML, TensorRT",
+                       description="Export a checkpoint to a target runtime's format at a precision, check parity "
+                       "against torch (fails loudly when off) and write a bundle. onnx: Optimum's "
+                       "text-generation-with-past I/O for language models; int8 is dynamic for them and static "
+                       "(calibrated) for image generators. executorch: an XNNPACK-lowered .pte (int8: pt2e "
+                       "quantization, calibrated). coreml: an mlprogram .mlpackage (int8: linear weight "
+                       "quantization, palettize4/6: weight palettization). tensorrt: an engine built from the "
+                       "ONNX export after a check of what TensorRT would refuse (needs an NVIDIA GPU).")
     p.add_argument("checkpoint", help="checkpoint directory")
     p.add_argument("--out", metavar="DIR", required=True, help="bundle directory to write")
-    p.add_argument("--target", default="onnx", choices=["onnx"], help="export target (default: onnx)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="fp32, or int8 (dynamic quantization)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument("--target", default="onnx", choices=list(TARGETS), help="export target (default: onnx)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default), fp16, int8, palettize6/palettize4 (coreml), fp8 (tensorrt)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (onnx target; default: 17)")
 
     p = sub.add_parser("validate", help="measure a bundle on its runtime: quality, latency, size, memory",
                        description="Language models: perplexity and bits/byte through the runtime (sliding window), "
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="bundle (or checkpoint, with --runtime torch) directory")
     p.add_argument("--data", metavar="PATH", help="evaluation text: a UTF-8 file or folder, used whole "
                    "(default: the test split of the Python standard library corpus)")
-    p.add_argument("--runtime", default="ort", choices=["ort", "torch"], help="runtime (default: ort)")
+    p.add_argument("--runtime", default="ort", choices=list(RUNTIMES), help="runtime (default: ort)")
     p.add_argument("--max-bytes", type=int, default=65_536, help="evaluate at most this many bytes of text")
     p.add_argument("--context", type=int, default=0, help="perplexity window (default: the model's context)")
     p.add_argument("--stride", type=int, default=0, help="perplexity stride (default: half the window)")
@@ -109,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "for ssh profiles, or estimated from the graph (roofline, labelled an estimate) otherwise.")
     p.add_argument("bundle", help="bundle (or checkpoint, with --runtime torch) directory")
     p.add_argument("--device", required=True, help="device profile name (see `edgegen devices`) or YAML file")
-    p.add_argument("--runtime", default="ort", choices=["ort", "torch"], help="runtime (default: ort)")
+    p.add_argument("--runtime", default="ort", choices=list(RUNTIMES), help="runtime (default: ort)")
     _measure_args(p, threads=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -128,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0: off)")
-    p.add_argument("--runtime", default="ort", choices=["ort", "torch"], help="runtime (default: ort)")
+    p.add_argument("--runtime", default="ort", choices=list(RUNTIMES), help="runtime (default: ort)")
     p.add_argument("--json", action="store_true", help="print text, token_ids, ttft_ms and tok_s as JSON "
                    "(images: the files written)")
     p.add_argument("--num-images", type=int, default=16, help="images to generate (image generators; default: 16)")
@@ -213,21 +223,15 @@ def cmd_distill(a):
 
 
 def cmd_export(a):
-    import tempfile
+    from .export.targets import export
 
-    from .export.onnx import OnnxExportConfig, export
-    from .export.quantize import quantize
-
-    cfg = _replace(OnnxExportConfig(), opset=a.opset)
-    if a.precision == "fp32":
-        art = export(a.checkpoint, a.out, cfg)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = export(a.checkpoint, f"{tmp}/fp32", cfg)
-            art = quantize(fp32.path, a.out, checkpoint=a.checkpoint)
-    p = art.metrics["parity"]
-    print(f"bundle: {art.path} ({art.manifest.precision}; parity max abs {p['max_abs']:.2g}, "
-          f"greedy agreement {p['greedy_agreement']:.0%})")
+    options = {"opset": a.opset} if a.target == "onnx" else {}
+    art = export(a.target, a.checkpoint, a.out, a.precision, **options)
+    p = art.metrics.get("parity") or {}
+    agreement = (f"greedy agreement {p['greedy_agreement']:.0%}" if "greedy_agreement" in p
+                 else f"PSNR {p['psnr_db']:.1f} dB" if "psnr_db" in p else "not checked here")
+    print(f"bundle: {art.path} ({art.manifest.format} {art.manifest.precision}; parity max abs "
+          f"{p.get('max_abs', float('nan')):.2g}, {agreement})")
     return 0
 
 
@@ -284,7 +288,7 @@ def validate_images(a, budget) -> int:
     cfg = _replace(ImageValidateConfig(), num_samples=a.num_images, steps=a.steps, threads=a.threads, seed=a.seed,
                    min_queries=a.min_queries, min_seconds=a.min_seconds)
     result = run(a.bundle, ImageDataConfig().load().test, load_digits_features(extractor_art.path),
-                 describe(extractor_art), "ort", cfg)
+                 describe(extractor_art), a.runtime, cfg)
     result.pop("samples")
     gates = check(budget, {None: result}) if budget else []
     if a.json:

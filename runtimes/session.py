@@ -12,6 +12,9 @@ from edgegen import EdgegenError
 RUNTIMES = {
     "ort": ("edgegen.runtimes.ort", "OrtSession", "onnx"),
     "torch": ("edgegen.runtimes.torch_eager", "TorchSession", ""),
+    "executorch": ("edgegen.runtimes.executorch", "ExecutorchSession", "executorch"),
+    "coreml": ("edgegen.runtimes.coreml", "CoremlSession", "coreml"),
+    "tensorrt": ("edgegen.runtimes.tensorrt", "TensorrtSession", "tensorrt"),
 }
 
 
