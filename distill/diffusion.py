@@ -20,6 +20,7 @@ import copy
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgegen import EdgegenError, artifact
@@ -28,32 +29,41 @@ from edgegen.config import to_dict
 from edgegen.data.images import ImageDataConfig, digest
 from edgegen.models.ddim import CosineSchedule, DDIMSampler
 from edgegen.models.diffusion import UNet, alpha_sigma
-from edgegen.train import TrainConfig, finish_distributed, fit
-from edgegen.train.diffusion import EVAL_IMAGES, check_data, image_batches, write_checkpoint
+from edgegen.train import TrainConfig, finish_distributed, fit, setup_distributed
+from edgegen.train.diffusion import EMA, EVAL_IMAGES, check_data, image_batches, write_checkpoint
 
-WEIGHTINGS = ("snr+1", "truncated-snr")
+WEIGHTINGS = ("snr+1", "truncated-snr", "none")
+INPUTS = ("data", "samples", "trajectories")
 
 
 @dataclasses.dataclass
 class ProgressiveConfig:
-    steps_per_round: int | None = None  # optimizer steps per halving round; None: train.steps
-    last_round_steps: int | None = None  # optimizer steps of the rounds to 2 and 1 steps (the hardest); None: as others
+    # optimizer steps of each round, first round first; the last entry repeats for later rounds; None: train.steps
+    steps_per_round: list[int] | None = None
     lr: float | None = None  # peak learning rate of each round (warm-up + cosine); None: train.lr
-    weighting: str = "snr+1"
+    weighting: str = "snr+1"  # x-space loss weight: 1 + SNR (= MSE on v) or max(SNR, 1)
+    # the student's inputs z_t and targets: "data" (training images noised, target the previous round's two
+    # steps, as in the paper), "samples" (the same on teacher samples) or "trajectories" (the original
+    # teacher's DDIM states at teacher_steps: input and target both, exact, no teacher run per batch)
+    inputs: str = "data"
+    teacher_samples: int = 1024  # teacher draws for "samples" / "trajectories" (drawn once, before round 1)
+    ema: float = 0.0  # > 0: the student is an exponential moving average of its weights with this decay
 
     def __post_init__(self):
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}")
-        if any(v is not None and v < 1 for v in (self.steps_per_round, self.last_round_steps)):
-            raise ValueError("steps_per_round and last_round_steps must be positive")
+        if self.inputs not in INPUTS:
+            raise ValueError(f"inputs must be one of {INPUTS}")
+        if self.steps_per_round is not None and (not self.steps_per_round or min(self.steps_per_round) < 1):
+            raise ValueError("steps_per_round must list positive step counts")
         if self.lr is not None and self.lr <= 0:
             raise ValueError("lr must be positive")
+        if not 0 <= self.ema < 1 or self.teacher_samples < 1:
+            raise ValueError("ema must be in [0, 1) and teacher_samples positive")
 
-    def round_train(self, train: TrainConfig, student_steps: int, index: int) -> TrainConfig:
-        """The TrainConfig of one round (its own seed, so rounds see different batches)."""
-        steps = self.steps_per_round or train.steps
-        if student_steps <= 2 and self.last_round_steps:
-            steps = self.last_round_steps
+    def round_train(self, train: TrainConfig, index: int) -> TrainConfig:
+        """The TrainConfig of round `index` (0: the first), with its own seed so rounds see other batches."""
+        steps = train.steps if self.steps_per_round is None else self.steps_per_round[min(index, len(self.steps_per_round) - 1)]
         return dataclasses.replace(train, steps=steps, lr=self.lr or train.lr, seed=train.seed + index,
                                    warmup_steps=min(train.warmup_steps, max(1, steps // 10)))
 
@@ -64,27 +74,38 @@ def round_timesteps(sampler: DDIMSampler, n: int) -> tuple[list[int], list[int],
     return fine[0:-1:2], fine[1::2], fine[2::2]
 
 
-def distill_loss(student: UNet, teacher: UNet, sampler: DDIMSampler, n: int, x0: torch.Tensor,
+def distill_loss(student: UNet, teacher: UNet, sampler: DDIMSampler, n: int, x: torch.Tensor,
                  generator: torch.Generator, weighting: str = "snr+1") -> torch.Tensor:
-    """Weighted x-space MSE between the student's one step and the teacher's two steps, at n-step timesteps."""
+    """Weighted x-space MSE between the student's one step and its target, at n-step timesteps.
+
+    x: clean images (B, C, H, W), noised here, whose target is the teacher's two DDIM steps; or teacher
+    trajectories (B, K + 1, C, H, W): the K + 1 states of the original teacher's DDIM run on a K-step grid
+    (K a multiple of n; the last state is the sample), whose state at the student's timestep is the input
+    and whose state one student step later is the target, so no teacher runs here and no round inherits
+    the previous round's error.
+    """
     ts, mids, prevs = (torch.tensor(v) for v in round_timesteps(sampler, n))
-    B = x0.shape[0]
+    B = x.shape[0]
     i = torch.randint(0, n, (B,), generator=generator)  # which of the student's steps, per sample
-    eps = torch.randn(x0.shape, generator=generator).to(x0.device)  # (B, C, H, W)
     t, t_mid, t_prev = ts[i], mids[i], prevs[i]  # (B,) each
-    a_t, s_t = alpha_sigma(sampler.schedule, t, x0)  # (B, 1, 1, 1)
-    z = a_t * x0 + s_t * eps  # (B, C, H, W)
-    with torch.no_grad():
-        z_mid = _ddim_step(teacher, sampler, z, t, t_mid)
-        z_prev = _ddim_step(teacher, sampler, z_mid, t_mid, t_prev)
-        a_p, s_p = alpha_sigma(sampler.schedule, t_prev, x0)
-        ratio = s_p / s_t
-        x_target = (z_prev - ratio * z) / (a_p - ratio * a_t)  # (B, C, H, W)
-    out = student(z, t.to(x0.device).float())
+    if x.dim() == 5:  # trajectories
+        stride, rows = (x.shape[1] - 1) // n, torch.arange(B)
+        z, z_prev = x[rows, i * stride], x[rows, (i + 1) * stride]  # (B, C, H, W) each
+    else:
+        eps = torch.randn(x.shape, generator=generator).to(x.device)  # (B, C, H, W)
+        a, s = alpha_sigma(sampler.schedule, t, x)
+        z = a * x + s * eps
+        with torch.no_grad():
+            z_prev = _ddim_step(teacher, sampler, _ddim_step(teacher, sampler, z, t, t_mid), t_mid, t_prev)
+    a_t, s_t = alpha_sigma(sampler.schedule, t, z)  # (B, 1, 1, 1)
+    a_p, s_p = alpha_sigma(sampler.schedule, t_prev, z)
+    ratio = s_p / s_t
+    x_target = (z_prev - ratio * z) / (a_p - ratio * a_t)  # (B, C, H, W)
+    out = student(z, t.to(z.device).float()).float()
     x_pred = a_t * z - s_t * out if sampler.prediction == "v" else (z - s_t * out) / a_t
     snr = (a_t / s_t) ** 2
-    weight = snr + 1 if weighting == "snr+1" else snr.clamp(min=1)  # (B, 1, 1, 1)
-    return (weight * (x_pred.float() - x_target) ** 2).mean()
+    weight = {"snr+1": snr + 1, "truncated-snr": snr.clamp(min=1), "none": torch.ones_like(snr)}[weighting]
+    return (weight * (x_pred - x_target) ** 2).mean()
 
 
 def _ddim_step(model: UNet, sampler: DDIMSampler, z, t, t_prev):
@@ -118,10 +139,11 @@ def progressive_distill(out_dir: str | Path, *, teacher: str | Path, teacher_ste
     sampler = DDIMSampler(CosineSchedule(cfg.num_train_timesteps), cfg.prediction)
     data_digest = digest(splits)
     out_dir = Path(out_dir)
+    inputs = splits.train if method.inputs == "data" else None  # teacher draws: made on first need
     results: dict[int, artifact.Artifact] = {}
     n, index = teacher_steps // 2, 0
     while n >= final_steps:
-        round_cfg = method.round_train(train, n, index)
+        round_cfg = method.round_train(train, index)
         parents = {"teacher": parent.manifest.digest, "data": data_digest}
         config = {"model": to_dict(cfg), "distill": to_dict(method), "train": to_dict(round_cfg),
                   "data": to_dict(data), "teacher_steps": 2 * n, "role": "student", "sampler": sampler.config(n)}
@@ -129,9 +151,13 @@ def progressive_distill(out_dir: str | Path, *, teacher: str | Path, teacher_ste
         out = out_dir / f"student-{n}steps"
         done = artifact.reusable(out, key)
         if done is None:
+            if inputs is None:
+                # trajectories on the first round's grid: every later round's grid nests in it
+                inputs = teacher_draws(load_model(teacher), sampler, teacher_steps, method.teacher_samples,
+                                       train.seed, every=2 if method.inputs == "trajectories" else 0)
             torch.manual_seed(round_cfg.seed)
-            done = _distill_round(out, current, n, sampler, method, round_cfg, splits, config, parents, key,
-                                  resume, stop_at)
+            done = _distill_round(out, current, n, sampler, method, round_cfg, inputs, splits, config, parents,
+                                  key, resume, stop_at)
         results[n] = done
         parent, current = done, load_model(done.path)
         n, index = n // 2, index + 1
@@ -139,14 +165,39 @@ def progressive_distill(out_dir: str | Path, *, teacher: str | Path, teacher_ste
     return results
 
 
-def _distill_round(out: Path, teacher_net: UNet, n: int, sampler, method, train, splits, config, parents, key,
-                   resume, stop_at):
+def teacher_draws(net: UNet, sampler: DDIMSampler, steps: int, count: int, seed: int, every: int = 0,
+                  batch: int = 512) -> np.ndarray:
+    """`count` DDIM runs of the teacher with `steps` steps, as numpy: the samples (count, C, H, W), or with
+    `every` > 0 the state before every `every`-th step and the sample (count, steps // every + 1, C, H, W)."""
+    cfg, device = net.cfg, setup_distributed().device
+    net = net.to(device).eval()
+    g = torch.Generator().manual_seed(seed + 1_000_033)
+    ts = sampler.set_timesteps(steps)
+    out = []
+    with torch.no_grad():
+        for start in range(0, count, batch):
+            z = torch.randn(min(batch, count - start), cfg.channels, cfg.resolution, cfg.resolution, generator=g)
+            z, states = z.to(device), []
+            for k, (t, t_prev) in enumerate(zip(ts, ts[1:] + [-1])):
+                if every and k % every == 0:
+                    states.append(z)
+                z, _ = sampler.step(net(z, z.new_full((len(z),), float(t))), t, t_prev, z)
+            out.append(torch.stack(states + [z], 1) if every else z)  # (b, K + 1, C, H, W) or (b, C, H, W)
+    return torch.cat(out).cpu().numpy()
+
+
+def _distill_round(out: Path, teacher_net: UNet, n: int, sampler, method, train, inputs, splits, config, parents,
+                   key, resume, stop_at):
     student = copy.deepcopy(teacher_net).train()
     teacher_net = teacher_net.eval()
     for p in teacher_net.parameters():
         p.requires_grad_(False)
 
-    def loss_fn(model, batch, extra=None):
+    ema = EMA(student, method.ema, warmup=False) if method.ema else None
+
+    def loss_fn(model, batch, ema=None):
+        if ema is not None and model.training:
+            ema.update(model)
         x0 = batch["x0"].to(next(model.parameters()).device)
         teacher_net.to(x0.device)
         g = torch.Generator().manual_seed(batch["seed"])
@@ -160,15 +211,19 @@ def _distill_round(out: Path, teacher_net: UNet, n: int, sampler, method, train,
         return {"val_loss": distill_loss(model, teacher_net, sampler, n, x, g, method.weighting).item()}
 
     ckpt = out.with_name(out.name + ".ckpt")
-    history = fit(student, loss_fn, train, batch_fn=image_batches(splits.train, train.batch_size, train.seed),
+    history = fit(student, loss_fn, train, batch_fn=image_batches(inputs, train.batch_size, train.seed),
                   eval_fn=evaluate, ckpt_dir=ckpt, key=key, resume=resume, desc=f"distill {2 * n}->{n} steps",
-                  stop_at=stop_at)
+                  stop_at=stop_at, extra_modules=ema)
+    metrics = {"teacher_steps": 2 * n}
+    if ema is not None:
+        ema.finish(student)
+        metrics.update(evaluate(student.eval()))
     # Under torchrun every rank runs every round: rank 0 writes the round's artifact, the others wait and read it.
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if not distributed or torch.distributed.get_rank() == 0:
         write_checkpoint(out, copy.deepcopy(student).cpu(), config=config, parents=parents,
                          stage="progressive-distill", history=history, role="student", ckpt=ckpt,
-                         source=splits.source, sampler=sampler.config(n), metrics={"teacher_steps": 2 * n})
+                         source=splits.source, sampler=sampler.config(n), metrics=metrics)
     if distributed:
         torch.distributed.barrier()
     return artifact.load(out, kind="checkpoint")

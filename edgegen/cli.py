@@ -27,6 +27,12 @@ def _data_args(p, what="training"):
     p.add_argument("--tokenizer", metavar="FILE", help="a Hugging Face tokenizers JSON file (default: bytes, vocab 256)")
 
 
+def _inception_arg(p):
+    p.add_argument("--inception-weights", metavar="PATH", help="the standard FID Inception-v3 weights "
+                   "(pt_inception-2015-12-05-6726825d.pth, as pytorch-fid uses): FID on your own image folder "
+                   "(--data); the built-in digits use edgegen's digits classifier")
+
+
 def _seed(p):
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same weights and samples (default: 0)")
 
@@ -43,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="a built-in recipe (lm-tiny) or a recipe YAML/JSON file")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/RECIPE)")
     p.add_argument("--seed", type=int, help="override the recipe's seed")
-    p.add_argument("--data", metavar="PATH", help="override the recipe's data: a UTF-8 file or a folder")
+    p.add_argument("--data", metavar="PATH", help="override the recipe's data: a UTF-8 file or a folder "
+                   "(image recipes: a folder of PNG/JPEG images, searched recursively)")
+    _inception_arg(p)
     p.add_argument("--strict", action="store_true", help="exit 1 when any gate fails")
 
     p = sub.add_parser("train", help="train (or fine-tune) a teacher language model",
@@ -92,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (default), fp16, int8, palettize6/palettize4 (coreml), fp8 (tensorrt)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (onnx target; default: 17)")
+    p.add_argument("--option", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a field of the target's export config, value in YAML (repeatable), e.g. "
+                   "stateful=false or deployment_target=iOS17 (coreml), batch=[1,8,64] or workspace_mib=2048 "
+                   "(tensorrt), calibration_samples=128 (executorch, tensorrt)")
 
     p = sub.add_parser("validate", help="measure a bundle on its runtime: quality, latency, size, memory",
                        description="Language models: perplexity and bits/byte through the runtime (sliding window), "
@@ -99,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(digits classifier features), per-image latency and images/s. Both: p50/p90/p99, size, "
                        "peak memory.")
     p.add_argument("bundle", help="bundle (or checkpoint, with --runtime torch) directory")
+    _inception_arg(p)
     p.add_argument("--data", metavar="PATH", help="evaluation text: a UTF-8 file or folder, used whole "
-                   "(default: the test split of the Python standard library corpus)")
+                   "(default: the test split of the Python standard library corpus); image bundles: a folder of "
+                   "real images to compare with (needs --inception-weights; default: the digits test split)")
     p.add_argument("--runtime", default="ort", choices=list(RUNTIMES), help="runtime (default: ort)")
     p.add_argument("--max-bytes", type=int, default=65_536, help="evaluate at most this many bytes of text")
     p.add_argument("--context", type=int, default=0, help="perplexity window (default: the model's context)")
@@ -122,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="ort", choices=list(RUNTIMES), help="runtime (default: ort)")
     _measure_args(p, threads=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("check", help="what TensorRT would refuse in an ONNX bundle, checked here without a GPU",
+                       description="Check an ONNX bundle (or .onnx file) against TensorRT 10's ONNX parser: ops it "
+                       "lacks, data types, int64 values beyond int32, dynamic dimensions without an optimization "
+                       "profile (a bundle is checked with the profiles `export --target tensorrt` would build). "
+                       "Prints one finding a line; exits 1 when any is an error.")
+    p.add_argument("bundle", help="ONNX bundle directory or .onnx file")
+    p.add_argument("--target", default="tensorrt", choices=["tensorrt"], help="the target to check for")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     p = sub.add_parser("devices", help="list the device profiles",
                        description="Device profiles shipped with edgegen, in ~/.config/edgegen/devices/ and in "
@@ -177,7 +200,7 @@ def cmd_run(a):
     if a.data:
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, path=a.data))
     out = Path(a.out or Path("runs") / recipe.name)
-    report_dir = run(recipe, out, log=lambda m: print(m, file=sys.stderr))
+    report_dir = run(recipe, out, log=lambda m: print(m, file=sys.stderr), inception_weights=a.inception_weights)
     rep = json.loads((report_dir / "report.json").read_text())
     for g in rep["gates"]:
         print(format_gate(g))
@@ -225,7 +248,14 @@ def cmd_distill(a):
 def cmd_export(a):
     from .export.targets import export
 
+    import yaml
+
     options = {"opset": a.opset} if a.target == "onnx" else {}
+    for item in a.option:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise EdgegenError(f"--option takes FIELD=VALUE, got '{item}'")
+        options[field.strip()] = yaml.safe_load(value)
     art = export(a.target, a.checkpoint, a.out, a.precision, **options)
     p = art.metrics.get("parity") or {}
     agreement = (f"greedy agreement {p['greedy_agreement']:.0%}" if "greedy_agreement" in p
@@ -277,18 +307,19 @@ def cmd_validate(a):
 def validate_images(a, budget) -> int:
     from .budget import check, format_gate
     from .data.images import ImageDataConfig
-    from .metrics.fid import describe, load_digits_features, train_digits_classifier
+    from .recipe.images import feature_extractor
     from .runtimes.harness import ImageValidateConfig, validate_images as run
 
-    if a.data or a.device or (budget and budget.devices):
-        raise EdgegenError("image bundles validate here, on the built-in digits: --data and devices are not "
-                           "supported for them yet")
-    cache = Path.home() / ".cache" / "edgegen" / "digits-classifier"
-    extractor_art = train_digits_classifier(cache, seed=0)
+    if a.device or (budget and budget.devices):
+        raise EdgegenError("image bundles validate here: devices are not supported for them yet")
+    data = ImageDataConfig()
+    if a.data:  # the user's images, at the bundle's resolution and channels
+        shape = json.loads((Path(a.bundle) / "config.json").read_text())
+        data = ImageDataConfig(path=a.data, resolution=shape["resolution"], channels=shape["channels"])
+    extractor, name, _ = feature_extractor(Path.home() / ".cache" / "edgegen", data, 0, a.inception_weights)
     cfg = _replace(ImageValidateConfig(), num_samples=a.num_images, steps=a.steps, threads=a.threads, seed=a.seed,
                    min_queries=a.min_queries, min_seconds=a.min_seconds)
-    result = run(a.bundle, ImageDataConfig().load().test, load_digits_features(extractor_art.path),
-                 describe(extractor_art), a.runtime, cfg)
+    result = run(a.bundle, data.load().test, extractor, name, a.runtime, cfg)
     result.pop("samples")
     gates = check(budget, {None: result}) if budget else []
     if a.json:
@@ -406,7 +437,22 @@ def generate_images(a):
     return 0
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "distill": cmd_distill, "export": cmd_export,
+def cmd_check(a):
+    from .export.tensorrt import preflight
+
+    if not Path(a.bundle).exists():
+        raise EdgegenError(f"{a.bundle} does not exist")
+    findings = preflight(a.bundle)
+    if a.json:
+        print(json.dumps([dataclasses.asdict(f) for f in findings], indent=2))
+    else:
+        from .export.trt_check import format_findings
+
+        print(format_findings(findings))
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "train": cmd_train, "distill": cmd_distill, "export": cmd_export,
             "validate": cmd_validate, "generate": cmd_generate, "profile": cmd_profile, "devices": cmd_devices}
 
 

@@ -73,22 +73,35 @@ def _fmt(x, digits=3):
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+def _at(*keys):
+    """A getter for v[k1][k2]...; None where a variant lacks it (e.g. one converted but not run here)."""
+    def get(v):
+        for k in keys:
+            v = (v or {}).get(k)
+        return v
+    return get
+
+
+def _kib(v):
+    return None if v.get("size_bytes") is None else v["size_bytes"] / 1024
+
+
 # family kind -> the variant table's columns: (header, value getter, digits)
 COLUMNS = {
-    "lm": [("params", lambda v: v.get("params"), 0), ("size (KiB)", lambda v: v["size_bytes"] / 1024, 1),
-           ("bits/byte", lambda v: v["quality"]["bits_per_byte"], 3), ("perplexity", lambda v: v["quality"]["perplexity"], 2),
-           ("TTFT p50 (ms)", lambda v: v["latency"]["ttft_ms_p50"], 2),
-           ("decode tok/s p50", lambda v: v["latency"]["decode_tok_s_p50"], 0),
-           ("peak RSS (MiB)", lambda v: (v.get("memory") or {}).get("peak_run_mib"), 1),
-           ("parity max abs", lambda v: (v.get("parity") or {}).get("max_abs"), 7)],
-    "image": [("steps", lambda v: v.get("steps"), 0), ("params", lambda v: v.get("params"), 0),
-              ("MACs/image", lambda v: v.get("macs"), 0), ("size (KiB)", lambda v: v["size_bytes"] / 1024, 1),
-              ("FID", lambda v: v["quality"]["fid"], 2), ("KID", lambda v: v["quality"]["kid"], 3),
-              ("per image p50 (ms)", lambda v: v["latency"]["per_image_ms_p50"], 3),
-              ("per image p90 (ms)", lambda v: v["latency"]["per_image_ms_p90"], 3),
-              ("images/s", lambda v: v["latency"]["images_s"], 0),
-              ("peak RSS (MiB)", lambda v: (v.get("memory") or {}).get("peak_run_mib"), 1),
-              ("parity PSNR (dB)", lambda v: (v.get("parity") or {}).get("psnr_db"), 1)],
+    "lm": [("params", _at("params"), 0), ("size (KiB)", _kib, 1),
+           ("bits/byte", _at("quality", "bits_per_byte"), 3), ("perplexity", _at("quality", "perplexity"), 2),
+           ("TTFT p50 (ms)", _at("latency", "ttft_ms_p50"), 2),
+           ("decode tok/s p50", _at("latency", "decode_tok_s_p50"), 0),
+           ("peak RSS (MiB)", _at("memory", "peak_run_mib"), 1),
+           ("parity max abs", _at("parity", "max_abs"), 7)],
+    "image": [("steps", _at("steps"), 0), ("params", _at("params"), 0),
+              ("MACs/image", _at("macs"), 0), ("size (KiB)", _kib, 1),
+              ("FID", _at("quality", "fid"), 2), ("KID", _at("quality", "kid"), 3),
+              ("per image p50 (ms)", _at("latency", "per_image_ms_p50"), 3),
+              ("per image p90 (ms)", _at("latency", "per_image_ms_p90"), 3),
+              ("images/s", _at("latency", "images_s"), 0),
+              ("peak RSS (MiB)", _at("memory", "peak_run_mib"), 1),
+              ("parity PSNR (dB)", _at("parity", "psnr_db"), 1)],
 }
 
 
@@ -113,7 +126,9 @@ def markdown(report: dict, plots: list[str]) -> str:
              f"**{'All gates passed' if report['passed'] else 'Some gates failed'}** "
              f"({sum(g['passed'] for g in report['gates'])}/{len(report['gates'])}).", "",
              "Plots, samples and tables in one offline page: [report.html](report.html).", "",
-             "## Variants", "", *rows, "", *[f"{k.capitalize()}: {text}\n" for k, text in n.items()],
+             "## Variants", "", *rows, "",
+             *[f"- {v['name']}: {v['not_run']}\n" for v in report["variants"] if v.get("not_run")],
+             *[f"{k.capitalize()}: {text}\n" for k, text in n.items()],
              "## Gates", "", *gates, ""]
     if plots:
         lines += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
@@ -149,7 +164,8 @@ def plot(report: dict, histories: dict, directory: Path) -> list[str]:
     a.legend(fontsize=7)
     lm = kind(report["family"]) == "lm"
     quality, speed = ("bits_per_byte", "decode_tok_s_p50") if lm else ("fid", "images_s")
-    for i, v in enumerate(report["variants"]):
+    measured = [v for v in report["variants"] if _at("latency", speed)(v) and _at("quality", quality)(v)]
+    for i, v in enumerate(measured):
         xy = (v["latency"][speed], v["quality"][quality])
         b.scatter(*xy, s=40)
         b.annotate(v["name"], xy, xytext=(4, 6 if i % 2 else -10), textcoords="offset points", fontsize=8)

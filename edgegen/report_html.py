@@ -269,7 +269,8 @@ def variants_table(variants: list[dict]) -> str:
                 ("latency p50", lat("ms_p50"), lambda x: fmt(x, " ms")),
                 ("decode tok/s p50", lat("decode_tok_s_p50"), lambda x: fmt(float(x) if x else x)),
                 ("peak RSS", lambda v: (v.get("memory") or {}).get("peak_run_mib"), lambda x: fmt(x, " MiB")),
-                ("parity max abs", lambda v: (v.get("parity") or {}).get("max_abs"), fmt)]
+                ("parity max abs", lambda v: (v.get("parity") or {}).get("max_abs"), fmt),
+                ("not measured here", lambda v: v.get("not_run"), lambda x: html.escape(x) if x else "–")]
     columns = [c for c in columns if any(c[1](v) is not None for v in variants)]
     text = ("name", "role", "format", "runtime", "precision")
     rows = [[html.escape(str(v.get(k, "–"))) for k in text] + [f(get(v)) for _, get, f in columns] for v in variants]

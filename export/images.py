@@ -80,11 +80,12 @@ class _TorchImageSession:
         return value
 
 
-def image_parity(model, family: str, bundle_dir: Path, precision: str, samples: int = 16) -> dict:
+def image_parity(model, family: str, bundle_dir: Path, precision: str, samples: int = 16,
+                 runtime: str = "ort") -> dict:
+    """PSNR of `bundle_dir` on `runtime` (any session of runtimes/session.py) against the torch model."""
     from edgegen.runtimes.image import ImageGenerator
-    from edgegen.runtimes.ort import OrtSession
 
-    candidate = ImageGenerator(OrtSession(bundle_dir))
+    candidate = ImageGenerator(bundle_dir, runtime)
     reference = ImageGenerator(_TorchImageSession(model, family, candidate.config))
     rng = np.random.default_rng(0)
     step_inputs = {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in (

@@ -10,6 +10,7 @@ bundle that a target built from ONNX may reuse.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def export(target: str, checkpoint: str | Path, out: str | Path, precision: str 
     if precision not in precisions:
         raise EdgegenError(f"target '{target}' supports precisions {', '.join(precisions)}, not '{precision}'")
     mod = target_module(target)
+    fields = [f.name for f in dataclasses.fields(mod.Config) if f.name != "precision"]
+    if unknown := [k for k in options if k not in fields]:
+        raise EdgegenError(f"{target} has no export option '{unknown[0]}' (its options: {', '.join(fields)})")
     try:
         cfg = mod.Config(precision=precision, **options)
     except (TypeError, ValueError) as e:

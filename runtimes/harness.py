@@ -55,7 +55,9 @@ class ValidateConfig:
 
 def model_size(path: Path) -> int:
     path = Path(path)
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and p.name.endswith(MODEL_SUFFIXES)]
+    # a Core ML .mlpackage is a folder: every file under it counts
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and any(
+        part.endswith(MODEL_SUFFIXES) for part in p.relative_to(path).parts)]
     return sum(f.stat().st_size for f in files)
 
 

@@ -204,3 +204,13 @@ def test_generate_json_is_strict_json_for_one_token(fp32_bundle):
         raise ValueError(f"{constant} is not valid JSON")
     r = json.loads(proc.stdout, parse_constant=reject)
     assert len(r["token_ids"]) == 1
+
+
+def test_export_target_options_are_checked(tmp_path):
+    """--option names a field of the target's config; anything else is one sentence and exit 2."""
+    for args, expect in [(["--target", "coreml", "--option", "colour=blue"], "coreml has no export option 'colour'"),
+                         (["--target", "coreml", "--option", "stateful"], "--option takes FIELD=VALUE"),
+                         (["--target", "executorch", "--precision", "fp8"], "supports precisions fp32, int8")]:
+        proc = run_cli("export", tmp_path / "missing-checkpoint", "--out", tmp_path / "out", *args)
+        assert proc.returncode == 2 and expect in proc.stderr, proc.stderr
+        assert len(stderr_lines(proc)) == 1 and not (tmp_path / "out").exists()

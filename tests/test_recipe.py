@@ -1,5 +1,6 @@
 import json
 import math
+import sys
 import time
 
 import pytest
@@ -22,6 +23,8 @@ validate: {max_bytes: 2000, repeats: 1, warmup: 1, max_new_tokens: 8, context: 3
 """
 
 VARIANTS = ["teacher", "teacher-onnx-fp32", "student-scratch", "student-onnx-fp32", "student-onnx-int8"]
+# the student on every other target installed here (the venv has ExecuTorch and coremltools, not TensorRT)
+TARGET_VARIANTS = ["student-executorch-fp32", "student-executorch-int8", "student-coreml-fp16", "student-coreml-int8"]
 ARTIFACTS = ["teacher", "student", "student-scratch", "teacher-onnx", "student-onnx", "student-onnx-int8", "report"]
 
 
@@ -55,9 +58,18 @@ def test_run_writes_report(recipe_run):
         artifact.load(out / name)  # every stage's artifact is intact
     rep = json.loads((out / "report" / "report.json").read_text())
     assert rep["recipe"] == "lm-test" and rep["family"] == "lm"
-    assert [v["name"] for v in rep["variants"]] == VARIANTS
+    assert [v["name"] for v in rep["variants"]] == VARIANTS + TARGET_VARIANTS
     by = {v["name"]: v for v in rep["variants"]}
-    for v in rep["variants"]:
+    for name in TARGET_VARIANTS:
+        v = by.pop(name)
+        assert v["format"] == name.split("-")[1] and v["runtime"] == v["format"] and v["size_bytes"] > 0
+        if v["format"] == "coreml" and sys.platform != "darwin":
+            assert v["not_run"] == "Core ML prediction needs macOS" and "quality" not in v
+        else:  # measured through its own runtime like the ONNX rows
+            assert 0 < v["quality"]["bits_per_byte"] < 16 and v["latency"]["decode_tok_s_p50"] > 0
+    et = next(v for v in rep["variants"] if v["name"] == "student-executorch-fp32")
+    assert et["quality"]["bits_per_byte"] == pytest.approx(by["student-onnx-fp32"]["quality"]["bits_per_byte"], rel=1e-4)
+    for v in by.values():
         for key in ("role", "format", "runtime", "precision", "params", "size_bytes", "bundle"):
             assert v[key] is not None, (v["name"], key)
         assert 0 < v["quality"]["bits_per_byte"] < 16 and math.isfinite(v["quality"]["bits_per_byte"])

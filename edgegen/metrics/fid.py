@@ -96,6 +96,24 @@ def load_digits_features(path: str | Path) -> Features:
     return Features(model)
 
 
+class _Given(nn.Module):
+    """A feature 'extractor' for features already computed: each image set goes through the network once."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features):
+        return features
+
+
+def extract(images: np.ndarray, extractor: nn.Module, batch: int = 32) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> (N, num_features), in batches small enough for Inception at 299x299."""
+    with torch.no_grad():
+        return torch.cat([extractor(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])))
+                          for i in range(0, len(images), batch)]).float()
+
+
 def image_quality(fake: np.ndarray, real: np.ndarray, extractor: nn.Module, name: str,
                   kid_subset: int = 100, seed: int = 0) -> dict:
     """FID and KID of `fake` against `real`, both (N, C, H, W) in [-1, 1]."""
@@ -106,19 +124,18 @@ def image_quality(fake: np.ndarray, real: np.ndarray, extractor: nn.Module, name
         raise EdgegenError("the generated images contain NaN or infinite values; the generator is broken")
     torch.manual_seed(seed)  # KID draws random subsets
     n = min(len(fake), len(real))
-    fid = FrechetInceptionDistance(feature=extractor, normalize=True)
-    with warnings.catch_warnings():  # "KID keeps all features in memory": a few thousand 128-d vectors here
+    feats = {True: extract(real, extractor), False: extract(fake, extractor)}
+    given = _Given(extractor.num_features)
+    fid = FrechetInceptionDistance(feature=given)
+    with warnings.catch_warnings():  # "KID keeps all features in memory": a few thousand vectors here
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=extractor, normalize=True, subsets=20, subset_size=min(kid_subset, n))
-    with torch.no_grad():
-        for metric in (fid, kid):
-            for batch in np.array_split(real, max(1, len(real) // 256)):
-                metric.update(torch.from_numpy(np.ascontiguousarray(batch)), real=True)
-            for batch in np.array_split(fake, max(1, len(fake) // 256)):
-                metric.update(torch.from_numpy(np.ascontiguousarray(batch)), real=False)
-        kid_mean, kid_std = kid.compute()
-        return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
-                "extractor": name, "samples": int(len(fake)), "real_samples": int(len(real))}
+        kid = KernelInceptionDistance(feature=given, subsets=20, subset_size=min(kid_subset, n))
+    for metric in (fid, kid):
+        for is_real, f in feats.items():
+            metric.update(f, real=is_real)
+    kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
+            "extractor": name, "samples": int(len(fake)), "real_samples": int(len(real))}
 
 
 def describe(art: artifact.Artifact) -> str:

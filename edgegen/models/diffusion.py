@@ -30,6 +30,7 @@ class DiffusionConfig:
     channel_mult: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 2])  # one entry per resolution
     time_dim: int = 128  # width of the time-embedding MLP
     norm_groups: int = 8
+    scale_shift: bool = False  # time embedding as GroupNorm scale and shift (True) or added to the features
     prediction: str = "v"  # "eps" or "v"
     num_train_timesteps: int = 1000
 
@@ -55,21 +56,31 @@ def timestep_embedding(t: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, plus the projected time embedding, twice; 1x1 skip when widths differ."""
+    """GroupNorm -> SiLU -> conv, twice, conditioned on the time embedding; 1x1 skip when widths differ.
 
-    def __init__(self, c_in: int, c_out: int, time_dim: int, groups: int):
+    The time embedding either scales and shifts the second GroupNorm's output (`scale_shift`, as in
+    improved DDPM / ADM) or is added to the features after the first conv (DDPM).
+    """
+
+    def __init__(self, c_in: int, c_out: int, time_dim: int, groups: int, scale_shift: bool = True):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(groups, c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.time = nn.Linear(time_dim, c_out)
+        self.time = nn.Linear(time_dim, 2 * c_out if scale_shift else c_out)
         self.norm2 = nn.GroupNorm(groups, c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x, temb):
         h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, H, W)
-        h = h + self.time(temb)[:, :, None, None]  # (B, c_out, 1, 1) broadcast
-        h = self.conv2(F.silu(self.norm2(h)))
+        t = self.time(temb)[:, :, None, None]  # (B, 2 c_out or c_out, 1, 1)
+        if self.scale_shift:
+            scale, shift = t.chunk(2, dim=1)  # (B, c_out, 1, 1) each
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + t)
+        h = self.conv2(F.silu(h))
         return h + self.skip(x)
 
 
@@ -88,15 +99,15 @@ class UNet(nn.Module):
         self.downsample = nn.ModuleList()
         c = w
         for i, wi in enumerate(widths):
-            self.down.append(ResBlock(c, wi, td, g))
+            self.down.append(ResBlock(c, wi, td, g, cfg.scale_shift))
             c = wi
             if i < len(widths) - 1:
                 self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-        self.mid = ResBlock(c, c, td, g)
+        self.mid = ResBlock(c, c, td, g, cfg.scale_shift)
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for i, wi in reversed(list(enumerate(widths))):
-            self.up.append(ResBlock(c + wi, wi, td, g))  # input: upsampled h concatenated with the skip
+            self.up.append(ResBlock(c + wi, wi, td, g, cfg.scale_shift))  # input: upsampled h concatenated with the skip
             c = wi
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))

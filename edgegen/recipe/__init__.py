@@ -58,9 +58,17 @@ def with_seed(recipe, seed: int):
                                validate=dataclasses.replace(recipe.validate, seed=seed))
 
 
-def run(recipe, out: str | Path, log=print) -> Path:
-    """Run every stage of `recipe` into `out`; returns the report directory."""
-    return FAMILIES[recipe.family][1](recipe, out, log)
+def run(recipe, out: str | Path, log=print, inception_weights: str | None = None) -> Path:
+    """Run every stage of `recipe` into `out`; returns the report directory.
+
+    `inception_weights`: the standard FID Inception-v3 weights file, which image recipes on a user's own
+    folder need for FID (the built-in digits use edgegen's digits classifier).
+    """
+    if recipe.family == "lm":
+        if inception_weights:
+            raise EdgegenError("--inception-weights applies to image recipes (diffusion, gan), not language models")
+        return run_lm(recipe, out, log)
+    return FAMILIES[recipe.family][1](recipe, out, log, inception_weights=inception_weights)
 
 
 __all__ = ["BUILTIN", "Gates", "LMRecipe", "load_recipe", "run", "with_seed"]

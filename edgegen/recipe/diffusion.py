@@ -21,7 +21,9 @@ from edgegen.report import gate
 from edgegen.runtimes.harness import ImageValidateConfig
 from edgegen.train import TrainConfig
 
-from .images import ImageGates, feature_extractor, real_floor, report_key, validate_variants, write_report
+from .images import (ImageGates, Variant, feature_extractor, real_floor, report_key, target_variants,
+                     validate_variants, write_report)
+from .targets import PRECISIONS, check_targets
 
 
 @dataclasses.dataclass
@@ -41,11 +43,14 @@ class DiffusionRecipe:
     validate: ImageValidateConfig = dataclasses.field(default_factory=ImageValidateConfig)
     gates: ImageGates = dataclasses.field(default_factory=ImageGates)
     budget: list[str] = dataclasses.field(default_factory=list)
+    # targets beyond ONNX the shipped student is exported to where their library is installed (recipe/targets.py)
+    targets: list[str] = dataclasses.field(default_factory=lambda: list(PRECISIONS))
 
     def __post_init__(self):
         if self.teacher_steps < 2 or not self.student_steps or any(
                 s < 1 or s >= self.teacher_steps or self.teacher_steps % s for s in self.student_steps):
             raise ValueError("student_steps must divide teacher_steps and be smaller (progressive halving)")
+        check_targets(self.targets)
 
     @property
     def shipped(self) -> str:
@@ -54,7 +59,21 @@ class DiffusionRecipe:
 
 
 def digits_diffusion() -> DiffusionRecipe:
-    return DiffusionRecipe(name="digits-diffusion")
+    # A 24-wide v-prediction UNet (GroupNorm scale/shift time conditioning), sampled with 64 DDIM steps.
+    # Distillation regresses the original teacher's own 64-step trajectories (4096 of them, drawn once):
+    # no round inherits the previous round's error; the later, harder rounds get the most steps.
+    return DiffusionRecipe(
+        name="digits-diffusion",
+        teacher=DiffusionConfig(base_width=24, channel_mult=[1, 2, 2], scale_shift=True, prediction="v"),
+        teacher_train=TrainConfig(steps=2000, batch_size=64, lr=2e-3, warmup_steps=50, weight_decay=0.0,
+                                  eval_every=500, checkpoint_every=500),
+        distill=ProgressiveConfig(inputs="trajectories", teacher_samples=4096,
+                                  steps_per_round=[50, 50, 100, 400, 200, 200]),
+        student_train=TrainConfig(steps=400, batch_size=64, lr=2e-4, warmup_steps=10, weight_decay=0.0,
+                                  eval_every=0, checkpoint_every=200, seed=1),
+        quantize=QuantizeConfig(calibration_samples=256),
+        validate=ImageValidateConfig(num_samples=1000, batch_size=64, min_seconds=1.0),
+    )
 
 
 def diffusion_gates(rows: list[dict], r: DiffusionRecipe) -> list[dict]:
@@ -74,7 +93,7 @@ def diffusion_gates(rows: list[dict], r: DiffusionRecipe) -> list[dict]:
     ]
 
 
-def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print) -> Path:
+def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print, inception_weights: str | None = None) -> Path:
     from edgegen.distill.diffusion import progressive_distill
     from edgegen.export.onnx import export
     from edgegen.export.quantize import quantize
@@ -82,7 +101,7 @@ def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print) -> Path:
 
     out, r = Path(out), recipe
     log(f"edgegen run {r.name} -> {out}")
-    extractor, extractor_name, extractor_art = feature_extractor(out, r.data, r.seed)
+    extractor, extractor_name, extractor_digest = feature_extractor(out, r.data, r.seed, inception_weights)
     log(f"[1/5] teacher: DDPM training ({r.teacher_steps}-step DDIM sampler)")
     teacher = train_diffusion(out / "teacher", model=r.teacher, train=r.teacher_train, data=r.data, resume="auto",
                               steps=r.teacher_steps, desc="teacher")
@@ -90,22 +109,27 @@ def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print) -> Path:
     students = progressive_distill(out / "students", teacher=teacher.path, teacher_steps=r.teacher_steps,
                                    final_steps=min(r.student_steps), method=r.distill, train=r.student_train,
                                    data=r.data, resume="auto")
-    log("[3/5] export denoisers to ONNX with parity checks; INT8 (static, calibrated on noised images)")
+    log("[3/5] export denoisers to ONNX with parity checks; INT8 (static, calibrated on noised images); the "
+        "shipped student to the other targets")
     teacher_onnx = export(teacher.path, out / "teacher-onnx", r.export)
-    variants = [(f"teacher-{r.teacher_steps}steps", "teacher", teacher_onnx, r.teacher_steps)]
-    for n in sorted(r.student_steps, reverse=True):
-        fp32 = export(students[n].path, out / f"student-{n}steps-onnx", r.export)
-        int8 = quantize(fp32.path, out / f"student-{n}steps-onnx-int8", r.quantize, checkpoint=students[n].path,
-                        data=r.data)
-        variants += [(f"student-{n}steps-fp32", "student", fp32, n), (f"student-{n}steps-int8", "student", int8, n)]
     n = max(r.student_steps)
-    variants.insert(1, (f"teacher-{n}steps-naive", "teacher", teacher_onnx, n))
-    parents = {name: art.manifest.digest for name, _, art, _ in variants}
-    parents["feature-extractor"] = extractor_art.manifest.digest
+    variants = [Variant(f"teacher-{r.teacher_steps}steps", "teacher", teacher_onnx, r.teacher_steps),
+                Variant(f"teacher-{n}steps-naive", "teacher", teacher_onnx, n)]
+    for k in sorted(r.student_steps, reverse=True):
+        fp32 = export(students[k].path, out / f"student-{k}steps-onnx", r.export)
+        int8 = quantize(fp32.path, out / f"student-{k}steps-onnx-int8", r.quantize, checkpoint=students[k].path,
+                        data=r.data)
+        variants += [Variant(f"student-{k}steps-fp32", "student", fp32, k),
+                     Variant(f"student-{k}steps-int8", "student", int8, k)]
+        if k == n:  # the shipped student, to the other targets too
+            variants += target_variants(r.targets, students[k].path, out, f"student-{k}steps", r.data, fp32.path,
+                                        log, steps=k)
+    parents = {v.name: v.bundle.manifest.digest for v in variants}
+    parents["feature-extractor"] = extractor_digest
     if done := artifact.reusable(out / "report", report_key(r, parents)):
         log("[4/5] validate: unchanged, reused\n[5/5] report: unchanged, reused")
         return done.path
-    log("[4/5] validate each variant on ONNX Runtime (FID/KID, latency, size, memory)")
+    log("[4/5] validate each variant on its runtime (FID/KID, latency, size, memory)")
     rows, grids = validate_variants(variants, r.data, r.validate, extractor, extractor_name, log)
     floor = real_floor(r.data, extractor, extractor_name, r.seed)
     gates = diffusion_gates(rows, r) + check_variants(r.budget, rows, r.shipped)

@@ -22,7 +22,9 @@ from edgegen.report import gate
 from edgegen.runtimes.harness import ImageValidateConfig
 from edgegen.train.gan import GANTrainConfig
 
-from .images import ImageGates, feature_extractor, real_floor, report_key, validate_variants, write_report
+from .images import (ImageGates, Variant, feature_extractor, real_floor, report_key, target_variants,
+                     validate_variants, write_report)
+from .targets import PRECISIONS, check_targets
 
 SHIPPED = "student-onnx-int8"
 
@@ -43,6 +45,11 @@ class GANRecipe:
     validate: ImageValidateConfig = dataclasses.field(default_factory=ImageValidateConfig)
     gates: ImageGates = dataclasses.field(default_factory=ImageGates)
     budget: list[str] = dataclasses.field(default_factory=list)
+    # targets beyond ONNX the shipped student is exported to where their library is installed (recipe/targets.py)
+    targets: list[str] = dataclasses.field(default_factory=lambda: list(PRECISIONS))
+
+    def __post_init__(self):
+        check_targets(self.targets)
 
 
 
@@ -73,7 +80,7 @@ def gan_gates(rows: list[dict], g: ImageGates) -> list[dict]:
     ]
 
 
-def run_gan(recipe: GANRecipe, out: str | Path, log=print) -> Path:
+def run_gan(recipe: GANRecipe, out: str | Path, log=print, inception_weights: str | None = None) -> Path:
     from edgegen.distill.gan import distill_gan, student_config
     from edgegen.export.onnx import export
     from edgegen.export.quantize import quantize
@@ -81,7 +88,7 @@ def run_gan(recipe: GANRecipe, out: str | Path, log=print) -> Path:
 
     out, r = Path(out), recipe
     log(f"edgegen run {r.name} -> {out}")
-    extractor, extractor_name, extractor_art = feature_extractor(out, r.data, r.seed)
+    extractor, extractor_name, extractor_digest = feature_extractor(out, r.data, r.seed, inception_weights)
     log("[1/6] teacher: train the GAN")
     teacher = train_gan(out / "teacher", model=r.teacher, train=r.teacher_train, data=r.data, resume="auto",
                         desc="teacher")
@@ -91,20 +98,22 @@ def run_gan(recipe: GANRecipe, out: str | Path, log=print) -> Path:
     log("[3/6] student-scratch: the same student trained without the teacher")
     scratch = train_gan(out / "student-scratch", model=student_config(r.teacher, r.student_width),
                         train=r.student_train, data=r.data, resume="auto", role="student_scratch", desc="student-scratch")
-    log("[4/6] export generators to ONNX with parity checks, INT8 (static, calibrated)")
+    log("[4/6] export generators to ONNX with parity checks, INT8 (static, calibrated); the student to the other "
+        "targets")
     bundles = {"teacher-onnx-fp32": export(teacher.path, out / "teacher-onnx", r.export),
                "student-scratch-onnx-fp32": export(scratch.path, out / "student-scratch-onnx", r.export),
                "student-onnx-fp32": export(student.path, out / "student-onnx", r.export)}
     bundles[SHIPPED] = quantize(bundles["student-onnx-fp32"].path, out / "student-onnx-int8", r.quantize,
                                 checkpoint=student.path, data=r.data)
-    variants = [(name, name.split("-onnx")[0].replace("student-scratch", "student_scratch"), art, None)
+    variants = [Variant(name, name.split("-onnx")[0].replace("student-scratch", "student_scratch"), art)
                 for name, art in bundles.items()]
-    parents = {name: art.manifest.digest for name, art in bundles.items()}
-    parents["feature-extractor"] = extractor_art.manifest.digest
+    variants += target_variants(r.targets, student.path, out, "student", r.data, bundles["student-onnx-fp32"].path, log)
+    parents = {v.name: v.bundle.manifest.digest for v in variants}
+    parents["feature-extractor"] = extractor_digest
     if done := artifact.reusable(out / "report", report_key(r, parents)):
         log("[5/6] validate: unchanged, reused\n[6/6] report: unchanged, reused")
         return done.path
-    log("[5/6] validate each variant on ONNX Runtime (FID/KID, latency, size, memory)")
+    log("[5/6] validate each variant on its runtime (FID/KID, latency, size, memory)")
     rows, grids = validate_variants(variants, r.data, r.validate, extractor, extractor_name, log)
     floor = real_floor(r.data, extractor, extractor_name, r.seed)
     gates = gan_gates(rows, r.gates) + check_variants(r.budget, rows, SHIPPED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 from edgegen import EdgegenError, artifact, report
 from edgegen.config import to_dict
@@ -21,33 +22,61 @@ class ImageGates:
     min_parity_psnr_db: float = 60.0  # fp32 export vs torch
 
 
-def feature_extractor(out: Path, data, seed: int):
-    """The digits classifier (trained once, reused); a user's folder needs Inception weights."""
+def feature_extractor(out: Path, data, seed: int, inception_weights: str | None = None):
+    """(extractor module, its name, a digest of it): the digits classifier (trained once, reused) for the
+    built-in digits; the standard FID Inception-v3 for a user's folder, from the weights file given."""
+    if data.path is not None:
+        from edgegen.metrics.inception import inception_name, load_inception, missing_weights_error
+
+        if inception_weights is None:
+            raise missing_weights_error()
+        model = load_inception(inception_weights)
+        return model, inception_name(), model.sha256
     from edgegen.metrics.fid import describe, load_digits_features, train_digits_classifier
 
-    if data.path is not None:
-        raise EdgegenError("FID on your own images needs Inception-v3 features, which this version cannot load yet; "
-                           "use the built-in digits (leave out --data)")
     art = train_digits_classifier(out / "feature-extractor", seed=seed)
-    return load_digits_features(art.path), describe(art), art
+    return load_digits_features(art.path), describe(art), art.manifest.digest
 
 
-def validate_variants(variants: list[tuple], data, cfg, extractor, name: str, log) -> tuple[list[dict], dict]:
-    """variants: (name, role, bundle artifact, steps or None). Rows for the report, and sample grids."""
-    from edgegen.runtimes.harness import validate_images
+class Variant(NamedTuple):
+    name: str
+    role: str
+    bundle: artifact.Artifact
+    steps: int | None = None  # diffusion: sampler steps
+    runtime: str = "ort"
+    not_run: str | None = None  # why this bundle is not measured here (then only its size is reported)
+
+
+def validate_variants(variants: list[Variant], data, cfg, extractor, name: str, log) -> tuple[list[dict], dict]:
+    """Rows for the report, and sample grids, one per variant measured on its runtime."""
+    from edgegen.runtimes.harness import model_size, validate_images
 
     splits = data.load()
     rows, grids = [], {}
-    for vname, role, art, steps in variants:
-        log(f"      {vname}" + (f" at {steps} steps" if steps else ""))
-        vcfg = dataclasses.replace(cfg, steps=steps or 0)
-        result = validate_images(art.path, splits.test, extractor, name, "ort", vcfg)
-        grids[vname] = result.pop("samples")
-        rows.append({"name": vname, "role": role, "format": art.manifest.format, "runtime": "ort",
-                     "precision": art.manifest.precision, "params": art.metrics.get("params"),
-                     "macs": art.metrics.get("macs"), "parity": art.metrics.get("parity"), "bundle": str(art.path),
-                     **{k: result[k] for k in ("steps", "size_bytes", "quality", "latency", "memory")}})
+    for v in variants:
+        log(f"      {v.name} on {v.runtime}" + (f" at {v.steps} steps" if v.steps else "")
+            + (f": not measured, {v.not_run}" if v.not_run else ""))
+        if v.not_run:
+            result = {"steps": v.steps, "size_bytes": model_size(v.bundle.path), "not_run": v.not_run}
+        else:
+            result = validate_images(v.bundle.path, splits.test, extractor, name, v.runtime,
+                                     dataclasses.replace(cfg, steps=v.steps or 0))
+            grids[v.name] = result.pop("samples")
+        m = v.bundle.metrics
+        rows.append({"name": v.name, "role": v.role, "format": v.bundle.manifest.format, "runtime": v.runtime,
+                     "precision": v.bundle.manifest.precision, "params": m.get("params"), "macs": m.get("macs"),
+                     "parity": m.get("parity"), "bundle": str(v.bundle.path),
+                     **{k: result[k] for k in ("steps", "size_bytes", "quality", "latency", "memory", "not_run")
+                        if k in result}})
     return rows, grids
+
+
+def target_variants(targets, checkpoint, out: Path, name: str, data, onnx_bundle, log, steps=None) -> list[Variant]:
+    """The student exported to every other available target (recipe/targets.py), as variants."""
+    from .targets import export_targets
+
+    return [Variant(vname, "student", art, steps, runtime, not_run)
+            for vname, art, runtime, not_run in export_targets(targets, checkpoint, out, name, data, onnx_bundle, log)]
 
 
 def real_floor(data, extractor, name: str, seed: int) -> dict:

@@ -26,6 +26,8 @@ from edgegen.data import TextDataConfig
 from edgegen.models.lm import LMConfig
 from edgegen.train import TrainConfig
 
+from .targets import PRECISIONS, check_targets, export_targets
+
 
 @dataclasses.dataclass
 class Gates:
@@ -57,7 +59,11 @@ class LMRecipe:
     # Extra gates on the shipped variant (the INT8 student), in the budget syntax of edgegen/budget.py;
     # references are the run's variants, e.g. "quality.bits_per_byte <= 1.05 * teacher", "size_mb <= 1".
     budget: list[str] = dataclasses.field(default_factory=list)
+    # targets beyond ONNX the student is exported to where their library is installed (see recipe/targets.py)
+    targets: list[str] = dataclasses.field(default_factory=lambda: list(PRECISIONS))
 
+    def __post_init__(self):
+        check_targets(self.targets)
 
 
 def lm_tiny() -> LMRecipe:
@@ -88,7 +94,7 @@ def run_lm(recipe: LMRecipe, out: str | Path, log=print) -> Path:
     from edgegen.distill.student import derive_config
     from edgegen.export.onnx import export
     from edgegen.export.quantize import quantize
-    from edgegen.runtimes.harness import validate
+    from edgegen.runtimes.harness import model_size, validate
     from edgegen.train import train
 
     out = Path(out)
@@ -114,14 +120,17 @@ def run_lm(recipe: LMRecipe, out: str | Path, log=print) -> Path:
     log("[4/7] export to ONNX (teacher, student) with parity checks")
     teacher_onnx = export(teacher.path, out / "teacher-onnx", r.export)
     student_onnx = export(student.path, out / "student-onnx", r.export)
-    log("[5/7] quantize the student: dynamic INT8")
+    log("[5/7] quantize the student: dynamic INT8; export it to the other targets")
     student_int8 = quantize(student_onnx.path, out / "student-onnx-int8", r.quantize, checkpoint=student.path)
+    others = export_targets(r.targets, student.path, out, "student", r.data, student_onnx.path, log)
 
-    variants = [("teacher", "teacher", teacher, "torch"), ("teacher-onnx-fp32", "teacher", teacher_onnx, "ort"),
-                ("student-scratch", "student_scratch", scratch, "torch"),
-                ("student-onnx-fp32", "student", student_onnx, "ort"),
-                ("student-onnx-int8", "student", student_int8, "ort")]
-    parents = {name: art.manifest.digest for name, _, art, _ in variants}
+    variants = [("teacher", "teacher", teacher, "torch", None),
+                ("teacher-onnx-fp32", "teacher", teacher_onnx, "ort", None),
+                ("student-scratch", "student_scratch", scratch, "torch", None),
+                ("student-onnx-fp32", "student", student_onnx, "ort", None),
+                ("student-onnx-int8", "student", student_int8, "ort", None),
+                *[(name, "student", art, runtime, not_run) for name, art, runtime, not_run in others]]
+    parents = {name: art.manifest.digest for name, _, art, _, _ in variants}
     config = {"validate": to_dict(r.validate), "gates": to_dict(r.gates), "data": to_dict(r.data)}
     key = artifact.stage_key("report", config, parents)
     if done := artifact.reusable(out / "report", key):
@@ -130,13 +139,15 @@ def run_lm(recipe: LMRecipe, out: str | Path, log=print) -> Path:
     log("[6/7] validate each variant on its runtime (quality, latency, size, memory)")
     text = r.data.load()[1].test
     rows = []
-    for name, role, art, runtime in variants:
-        log(f"      {name} on {runtime}")
-        result = validate(art.path, text, runtime, r.validate)
+    for name, role, art, runtime, not_run in variants:
+        log(f"      {name} on {runtime}" + (f": not measured, {not_run}" if not_run else ""))
+        result = {"size_bytes": model_size(art.path), "not_run": not_run} if not_run else \
+            validate(art.path, text, runtime, r.validate)
         rows.append({"name": name, "role": role, "format": art.manifest.format, "runtime": runtime,
                      "precision": art.manifest.precision, "params": art.metrics.get("params"),
                      "parity": art.metrics.get("parity"), "bundle": str(art.path),
-                     **{k: result[k] for k in ("size_bytes", "quality", "latency", "memory", "sample")}})
+                     **{k: result[k] for k in ("size_bytes", "quality", "latency", "memory", "sample", "not_run")
+                        if k in result}})
     q = rows[0]["quality"]
     notes = {"quality": f"sliding-window perplexity and bits/byte through each variant's runtime on the first "
                         f"{r.validate.max_bytes:,} bytes of the test split of {r.data.load()[1].source} "
