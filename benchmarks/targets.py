@@ -4,10 +4,9 @@
 
 On the lm-tiny student and the digits-gan student generator, from finished
 runs of those recipes (`edgegen run lm-tiny --out runs/lm-tiny`, ...): the
-run's ONNX bundles (student-onnx, student-onnx-int8) as they are, and
-ExecuTorch bundles exported here from the run's student checkpoint
-(student-executorch, student-executorch-int8 in the run folder; reused when
-unchanged, the export wall time noted when made). Each variant goes through
+run's ONNX bundles (student-onnx, student-onnx-int8) and ExecuTorch bundles
+(student-executorch-fp32, student-executorch-int8: the recipe's own, reused;
+exported here, with the wall time noted, for a run made without them). Each variant goes through
 the harness on its own runtime at one thread: quality (bits/byte through the
 runtime for the lm, FID on the run's feature extractor for the GAN) and its
 delta against the torch checkpoint, latency p50/p90 (per decode token / per
@@ -37,7 +36,7 @@ from edgegen.runtimes.harness import image_latency, profile, tuned_image_generat
 
 HERE = Path(__file__).parent
 VARIANTS = [("onnx", "fp32", "student-onnx", "ort"), ("onnx", "int8", "student-onnx-int8", "ort"),
-            ("executorch", "fp32", "student-executorch", "executorch"),
+            ("executorch", "fp32", "student-executorch-fp32", "executorch"),
             ("executorch", "int8", "student-executorch-int8", "executorch")]
 QUICK_LM = dict(max_bytes=4000, context=0, stride=0, max_new_tokens=16, warmup=1, repeats=2, min_queries=8,
                 min_seconds=0.0, max_seconds=5.0)

@@ -200,7 +200,11 @@ def cmd_run(a):
     if a.data:
         recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, path=a.data))
     out = Path(a.out or Path("runs") / recipe.name)
-    report_dir = run(recipe, out, log=lambda m: print(m, file=sys.stderr), inception_weights=a.inception_weights)
+    import time
+
+    start = time.perf_counter()
+    log = lambda m: print(f"{time.perf_counter() - start:6.0f}s  {m}", file=sys.stderr)  # noqa: E731 - elapsed first
+    report_dir = run(recipe, out, log=log, inception_weights=a.inception_weights)
     rep = json.loads((report_dir / "report.json").read_text())
     for g in rep["gates"]:
         print(format_gate(g))
@@ -258,10 +262,13 @@ def cmd_export(a):
         options[field.strip()] = yaml.safe_load(value)
     art = export(a.target, a.checkpoint, a.out, a.precision, **options)
     p = art.metrics.get("parity") or {}
-    agreement = (f"greedy agreement {p['greedy_agreement']:.0%}" if "greedy_agreement" in p
-                 else f"PSNR {p['psnr_db']:.1f} dB" if "psnr_db" in p else "not checked here")
-    print(f"bundle: {art.path} ({art.manifest.format} {art.manifest.precision}; parity max abs "
-          f"{p.get('max_abs', float('nan')):.2g}, {agreement})")
+    if "max_abs" in p:
+        agreement = (f"greedy agreement {p['greedy_agreement']:.0%}" if "greedy_agreement" in p
+                     else f"PSNR {p['psnr_db']:.1f} dB" if "psnr_db" in p else "")
+        parity = f"parity max abs {p['max_abs']:.2g}" + (f", {agreement}" if agreement else "")
+    else:
+        parity = f"parity not checked: {p.get('skipped', 'no reference here')}"
+    print(f"bundle: {art.path} ({art.manifest.format} {art.manifest.precision}; {parity})")
     return 0
 
 

@@ -76,7 +76,8 @@ class ResBlock(nn.Module):
         h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, H, W)
         t = self.time(temb)[:, :, None, None]  # (B, 2 c_out or c_out, 1, 1)
         if self.scale_shift:
-            scale, shift = t.chunk(2, dim=1)  # (B, c_out, 1, 1) each
+            c = h.shape[1]  # slices, not chunk(): ExecuTorch's XNNPACK keeps the batch dynamic only for these
+            scale, shift = t[:, :c], t[:, c:]  # (B, c_out, 1, 1) each
             h = self.norm2(h) * (1 + scale) + shift
         else:
             h = self.norm2(h + t)

@@ -16,7 +16,8 @@ class ImageGates:
 
     max_fid_ratio_student_over_teacher: float = 1.25
     max_fid_ratio_student_over_naive: float = 0.5  # diffusion: vs the teacher sampled at the student's steps
-    min_speedup_over_teacher: float = 12.0  # diffusion: images/s of the student over the full-step teacher
+    # diffusion: per-image sampling latency (p50, SingleStream) of the full-step teacher over the student's
+    min_speedup_over_teacher: float = 12.0
     min_macs_ratio: float = 8.0  # gan: teacher MACs / student MACs
     max_int8_fid_increase: float = 0.25  # int8 FID / fp32 FID - 1
     min_parity_psnr_db: float = 60.0  # fp32 export vs torch
