@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import gc
 import time
 from pathlib import Path
 from typing import Callable
@@ -168,14 +169,27 @@ def tuned_generator(bundle, runtime: str, cfg: ValidateConfig) -> tuple[TextGene
     """
     if cfg.threads:
         return TextGenerator(bundle, runtime, threads=cfg.threads), cfg.threads
-    best = None
-    for threads in thread_options():
-        gen = TextGenerator(bundle, runtime, threads=threads)
-        gen.generate(cfg.prompt, cfg.max_new_tokens, greedy=True)  # warm-up
-        tok_s = float(np.median([gen.generate(cfg.prompt, cfg.max_new_tokens, greedy=True).tok_s for _ in range(3)]))
-        if best is None or tok_s > best[0]:
-            best = (tok_s, gen, threads)
-    return best[1], best[2]
+    gens = {threads: TextGenerator(bundle, runtime, threads=threads) for threads in thread_options()}
+    speeds: dict = {threads: [] for threads in gens}
+    for round in range(8):  # interleaved, so drift hits every candidate alike; round 0 warms up
+        for threads, gen in gens.items():
+            tok_s = gen.generate(cfg.prompt, cfg.max_new_tokens, greedy=True).tok_s
+            speeds[threads] += [tok_s] if round else []
+    best = max(gens, key=lambda threads: np.median(speeds[threads]))
+    chosen = gens.pop(best)
+    del gens
+    gc.collect()  # the sessions not chosen go now: their thread pools would compete with the measurement
+    return chosen, best
+
+
+def side_by_side_tok_s(gens: list[TextGenerator], cfg: ValidateConfig, rounds: int = 5) -> list[float]:
+    """Median decode tokens/s of each generator over interleaved rounds (each once per round, 3 generations
+    each), so the machine's slow and fast phases hit every one alike: for ratios between them."""
+    speeds: list[list[float]] = [[] for _ in gens]
+    for _ in range(rounds):
+        for runs, gen in zip(speeds, gens):
+            runs += [gen.generate(cfg.prompt, cfg.max_new_tokens, greedy=True).tok_s for _ in range(3)]
+    return [float(np.median(runs)) for runs in speeds]
 
 
 def measure_quality(gen: TextGenerator, text: str, cfg: ValidateConfig) -> dict:
