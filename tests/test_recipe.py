@@ -111,3 +111,12 @@ def test_second_run_reuses_every_stage(recipe_run):
     assert (out / "report" / "report.json").read_bytes() == report_bytes
     assert second_s < first_s, (second_s, first_s)
     print(f"first run {first_s:.1f}s, second run {second_s:.1f}s")
+
+
+def test_recipe_targets_are_checked(tmp_path):
+    from edgegen import EdgegenError
+
+    f = tmp_path / "r.yaml"
+    f.write_text("base: lm-tiny\ntargets: [executorch, tflite]\n")
+    with pytest.raises(EdgegenError, match="tflite"):
+        load_recipe(str(f))

@@ -38,3 +38,16 @@ def test_lm_gates_and_markdown():
     assert rep["passed"] is all(g["passed"] for g in gates.values())
     md = markdown(rep, [])
     assert "# edgegen report: r" in md and "student-onnx-int8" in md and "param_ratio_teacher_over_student" in md
+    side_by_side = {g["name"]: g for g in lm_gates(rows, Gates(), tok_s_ratio=11.5)}
+    assert side_by_side["decode_tok_s_ratio_int8_ort_over_teacher_torch"]["value"] == 11.5
+
+
+def test_a_variant_not_measured_here_is_a_row_with_its_reason():
+    """A Core ML bundle off macOS: its size in the table, dashes for what was not measured, the reason below."""
+    rows = [_variant("teacher", "teacher", 1200, 4800, 2.0, 10.0),
+            {"name": "student-coreml-fp16", "role": "student", "format": "coreml", "runtime": "coreml",
+             "precision": "fp16", "params": 100, "size_bytes": 2048, "not_run": "Core ML prediction needs macOS"}]
+    md = markdown(build("r", "lm", rows, [], {}), [])
+    row = next(line for line in md.splitlines() if line.startswith("| student-coreml-fp16"))
+    assert "| 2.0 |" in row and row.count("–") >= 4
+    assert "- student-coreml-fp16: Core ML prediction needs macOS" in md

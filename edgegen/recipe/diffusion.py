@@ -94,6 +94,16 @@ def diffusion_gates(rows: list[dict], r: DiffusionRecipe) -> list[dict]:
     ]
 
 
+def denoiser_macs(checkpoint: Path) -> int:
+    """MACs of one denoiser call, per image."""
+    from edgegen.checkpoint import load_model
+    from edgegen.export.images import example_inputs
+    from edgegen.metrics.macs import macs
+
+    model = load_model(checkpoint)
+    return macs(model, *example_inputs(model, "diffusion", batch=1))
+
+
 def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print, inception_weights: str | None = None) -> Path:
     from edgegen.distill.diffusion import progressive_distill
     from edgegen.export.onnx import export
@@ -114,17 +124,19 @@ def run_diffusion(recipe: DiffusionRecipe, out: str | Path, log=print, inception
         "shipped student to the other targets")
     teacher_onnx = export(teacher.path, out / "teacher-onnx", r.export)
     n = max(r.student_steps)
-    variants = [Variant(f"teacher-{r.teacher_steps}steps", "teacher", teacher_onnx, r.teacher_steps),
-                Variant(f"teacher-{n}steps-naive", "teacher", teacher_onnx, n)]
+    per_step = denoiser_macs(teacher.path)  # students keep the teacher's architecture: MACs/image = steps x this
+    variants = [Variant(f"teacher-{r.teacher_steps}steps", "teacher", teacher_onnx, r.teacher_steps,
+                        macs=per_step * r.teacher_steps),
+                Variant(f"teacher-{n}steps-naive", "teacher", teacher_onnx, n, macs=per_step * n)]
     for k in sorted(r.student_steps, reverse=True):
         fp32 = export(students[k].path, out / f"student-{k}steps-onnx", r.export)
         int8 = quantize(fp32.path, out / f"student-{k}steps-onnx-int8", r.quantize, checkpoint=students[k].path,
                         data=r.data)
-        variants += [Variant(f"student-{k}steps-fp32", "student", fp32, k),
-                     Variant(f"student-{k}steps-int8", "student", int8, k)]
+        variants += [Variant(f"student-{k}steps-fp32", "student", fp32, k, macs=per_step * k),
+                     Variant(f"student-{k}steps-int8", "student", int8, k, macs=per_step * k)]
         if k == n:  # the shipped student, to the other targets too
             variants += target_variants(r.targets, students[k].path, out, f"student-{k}steps", r.data, fp32.path,
-                                        log, steps=k)
+                                        log, steps=k, macs=per_step * k)
     parents = {v.name: v.bundle.manifest.digest for v in variants}
     parents["feature-extractor"] = extractor_digest
     if done := artifact.reusable(out / "report", report_key(r, parents)):

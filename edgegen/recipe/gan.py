@@ -107,7 +107,8 @@ def run_gan(recipe: GANRecipe, out: str | Path, log=print, inception_weights: st
                                 checkpoint=student.path, data=r.data)
     variants = [Variant(name, name.split("-onnx")[0].replace("student-scratch", "student_scratch"), art)
                 for name, art in bundles.items()]
-    variants += target_variants(r.targets, student.path, out, "student", r.data, bundles["student-onnx-fp32"].path, log)
+    variants += target_variants(r.targets, student.path, out, "student", r.data,
+                                bundles["student-onnx-fp32"].path, log, macs=student.metrics.get("macs"))
     parents = {v.name: v.bundle.manifest.digest for v in variants}
     parents["feature-extractor"] = extractor_digest
     if done := artifact.reusable(out / "report", report_key(r, parents)):

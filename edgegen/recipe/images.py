@@ -46,6 +46,7 @@ class Variant(NamedTuple):
     steps: int | None = None  # diffusion: sampler steps
     runtime: str = "ort"
     not_run: str | None = None  # why this bundle is not measured here (then only its size is reported)
+    macs: int | None = None  # per image; default: the bundle's own figure (a GAN generator's)
 
 
 def validate_variants(variants: list[Variant], data, cfg, extractor, name: str, log) -> tuple[list[dict], dict]:
@@ -65,18 +66,20 @@ def validate_variants(variants: list[Variant], data, cfg, extractor, name: str, 
             grids[v.name] = result.pop("samples")
         m = v.bundle.metrics
         rows.append({"name": v.name, "role": v.role, "format": v.bundle.manifest.format, "runtime": v.runtime,
-                     "precision": v.bundle.manifest.precision, "params": m.get("params"), "macs": m.get("macs"),
+                     "precision": v.bundle.manifest.precision, "params": m.get("params"),
+                     "macs": v.macs or m.get("macs"),
                      "parity": m.get("parity"), "bundle": str(v.bundle.path),
                      **{k: result[k] for k in ("steps", "size_bytes", "quality", "latency", "memory", "not_run")
                         if k in result}})
     return rows, grids
 
 
-def target_variants(targets, checkpoint, out: Path, name: str, data, onnx_bundle, log, steps=None) -> list[Variant]:
+def target_variants(targets, checkpoint, out: Path, name: str, data, onnx_bundle, log, steps=None,
+                    macs=None) -> list[Variant]:
     """The student exported to every other available target (recipe/targets.py), as variants."""
     from .targets import export_targets
 
-    return [Variant(vname, "student", art, steps, runtime, not_run)
+    return [Variant(vname, "student", art, steps, runtime, not_run, macs)
             for vname, art, runtime, not_run in export_targets(targets, checkpoint, out, name, data, onnx_bundle, log)]
 
 
