@@ -43,10 +43,10 @@ def target_module(target: str):
 def export(target: str, checkpoint: str | Path, out: str | Path, precision: str = "fp32", *, data=None,
            onnx_bundle=None, **options):
     """Export `checkpoint` to `target` at `precision`; options are fields of the target's Config."""
-    module, _, precisions = TARGETS.get(target, (None, None, ()))
+    mod = target_module(target)
+    precisions = TARGETS[target][2]
     if precision not in precisions:
         raise EdgegenError(f"target '{target}' supports precisions {', '.join(precisions)}, not '{precision}'")
-    mod = target_module(target)
     fields = [f.name for f in dataclasses.fields(mod.Config) if f.name != "precision"]
     if unknown := [k for k in options if k not in fields]:
         raise EdgegenError(f"{target} has no export option '{unknown[0]}' (its options: {', '.join(fields)})")

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
-from edgegen import EdgegenError, artifact, report
+from edgegen import artifact, report
 from edgegen.config import to_dict
 
 
