@@ -73,19 +73,9 @@ def lm_rows(run: Path, rounds: int, quick: bool) -> tuple[list[dict], dict]:
     for _ in range(rounds - 1):  # interleaved rounds: every variant once per round
         for _, _, name, runtime in VARIANTS:
             latency[name].append(profile(arts[name].path, runtime, cfg)["latency"])
-    rows = []
-    for target, precision, name, runtime in VARIANTS:
-        res, lat = results[name], latency[name]
-        q = res["quality"]["bits_per_byte"]
-        rows.append({"model": "lm-tiny student", "target": target, "runtime": runtime, "precision": precision,
-                     "bundle": str(arts[name].path), "size_bytes": res["size_bytes"],
-                     "latency_p50_ms": _median(lat, "per_token_ms_p50"),
-                     "latency_p90_ms": _median(lat, "per_token_ms_p90"),
-                     "latency_unit": "ms per decode token", "throughput": _median(lat, "decode_tok_s_p50"),
-                     "throughput_unit": "tokens/s", "quality": q, "quality_metric": "bits/byte",
-                     "quality_delta": q - reference["bits_per_byte"],
-                     "parity_passed": (res.get("parity") or {}).get("passed"),
-                     "ttft_ms_p50": _median(lat, "ttft_ms_p50"), "threads": 1, "rounds": len(lat)})
+    rows = table_rows("lm-tiny student", arts, results, latency, reference["bits_per_byte"], quality="bits_per_byte",
+                      metric="bits/byte", p50="per_token_ms_p50", p90="per_token_ms_p90",
+                      latency_unit="ms per decode token", throughput="decode_tok_s_p50", throughput_unit="tokens/s")
     notes.update({"reference_bits_per_byte": reference["bits_per_byte"],
                   "quality": f"bits/byte through each runtime on the first {cfg.max_bytes:,} bytes of the test split "
                              f"({reference['tokenizer']}, context {reference['context']}, stride {reference['stride']}); "
@@ -120,24 +110,32 @@ def gan_rows(run: Path, rounds: int, quick: bool) -> tuple[list[dict], dict]:
         for _, _, name, runtime in VARIANTS:
             gen, _ = tuned_image_generator(arts[name].path, runtime, cfg)  # threads=1: no tuning
             latency[name].append(image_latency(gen, cfg))
-    rows = []
-    for target, precision, name, runtime in VARIANTS:
-        res, lat = results[name], latency[name]
-        fid = res["quality"]["fid"]
-        rows.append({"model": "digits-gan student", "target": target, "runtime": runtime, "precision": precision,
-                     "bundle": str(arts[name].path), "size_bytes": res["size_bytes"],
-                     "latency_p50_ms": _median(lat, "per_image_ms_p50"),
-                     "latency_p90_ms": _median(lat, "per_image_ms_p90"),
-                     "latency_unit": "ms per image (batch 1)", "throughput": _median(lat, "images_s"),
-                     "throughput_unit": f"images/s (batch {cfg.batch_size})", "quality": fid, "quality_metric": "FID",
-                     "quality_delta": fid - reference["fid"], "parity_passed": (res.get("parity") or {}).get("passed"),
-                     "threads": 1, "rounds": len(lat)})
+    rows = table_rows("digits-gan student", arts, results, latency, reference["fid"], quality="fid", metric="FID",
+                      p50="per_image_ms_p50", p90="per_image_ms_p90", latency_unit="ms per image (batch 1)",
+                      throughput="images_s", throughput_unit=f"images/s (batch {cfg.batch_size})")
     notes.update({"reference_fid": reference["fid"],
                   "quality": f"FID of {cfg.num_samples} images against {len(real)} test images on {extractor_name}; "
                              "delta against the torch student checkpoint (same seed)",
                   "latency": f"one thread, median of {rounds} interleaved rounds of SingleStream p50/p90; "
                              f"images/s at batch {cfg.batch_size}"})
     return rows, notes
+
+
+def table_rows(model: str, arts: dict, results: dict, latency: dict, reference: float, *, quality: str, metric: str,
+               p50: str, p90: str, latency_unit: str, throughput: str, throughput_unit: str) -> list[dict]:
+    """One row per variant: size, latency medians over the rounds, throughput, quality and its delta vs torch."""
+    rows = []
+    for target, precision, name, runtime in VARIANTS:
+        res, lat = results[name], latency[name]
+        q = res["quality"][quality]
+        rows.append({"model": model, "target": target, "runtime": runtime, "precision": precision,
+                     "bundle": str(arts[name].path), "size_bytes": res["size_bytes"],
+                     "latency_p50_ms": _median(lat, p50), "latency_p90_ms": _median(lat, p90),
+                     "latency_unit": latency_unit, "throughput": _median(lat, throughput),
+                     "throughput_unit": throughput_unit, "quality": q, "quality_metric": metric,
+                     "quality_delta": q - reference, "parity_passed": (res.get("parity") or {}).get("passed"),
+                     "threads": 1, "rounds": len(lat)})
+    return rows
 
 
 def _median(samples: list[dict], key: str) -> float:
