@@ -30,10 +30,10 @@ from edgegen.data.images import ImageDataConfig, digest
 from edgegen.models.ddim import CosineSchedule, DDIMSampler
 from edgegen.models.diffusion import UNet, alpha_sigma
 from edgegen.train import TrainConfig, finish_distributed, fit, setup_distributed
-from edgegen.train.diffusion import EMA, EVAL_IMAGES, check_data, image_batches, write_checkpoint
+from edgegen.train.diffusion import EVAL_IMAGES, check_data, image_batches, write_checkpoint
 
-WEIGHTINGS = ("snr+1", "truncated-snr", "none")
-INPUTS = ("data", "samples", "trajectories")
+WEIGHTINGS = ("snr+1", "truncated-snr")
+INPUTS = ("data", "trajectories")
 
 
 @dataclasses.dataclass
@@ -43,11 +43,10 @@ class ProgressiveConfig:
     lr: float | None = None  # peak learning rate of each round (warm-up + cosine); None: train.lr
     weighting: str = "snr+1"  # x-space loss weight: 1 + SNR (= MSE on v) or max(SNR, 1)
     # the student's inputs z_t and targets: "data" (training images noised, target the previous round's two
-    # steps, as in the paper), "samples" (the same on teacher samples) or "trajectories" (the original
-    # teacher's DDIM states at teacher_steps: input and target both, exact, no teacher run per batch)
+    # steps, as in the paper) or "trajectories" (the original teacher's DDIM states at teacher_steps: input
+    # and target both, exact, no teacher run per batch)
     inputs: str = "data"
-    teacher_samples: int = 1024  # teacher draws for "samples" / "trajectories" (drawn once, before round 1)
-    ema: float = 0.0  # > 0: the student is an exponential moving average of its weights with this decay
+    teacher_samples: int = 1024  # "trajectories": teacher DDIM runs (drawn once, before round 1)
 
     def __post_init__(self):
         if self.weighting not in WEIGHTINGS:
@@ -58,8 +57,8 @@ class ProgressiveConfig:
             raise ValueError("steps_per_round must list positive step counts")
         if self.lr is not None and self.lr <= 0:
             raise ValueError("lr must be positive")
-        if not 0 <= self.ema < 1 or self.teacher_samples < 1:
-            raise ValueError("ema must be in [0, 1) and teacher_samples positive")
+        if self.teacher_samples < 1:
+            raise ValueError("teacher_samples must be positive")
 
     def round_train(self, train: TrainConfig, index: int) -> TrainConfig:
         """The TrainConfig of round `index` (0: the first), with its own seed so rounds see other batches."""
@@ -104,7 +103,7 @@ def distill_loss(student: UNet, teacher: UNet, sampler: DDIMSampler, n: int, x: 
     out = student(z, t.to(z.device).float()).float()
     x_pred = a_t * z - s_t * out if sampler.prediction == "v" else (z - s_t * out) / a_t
     snr = (a_t / s_t) ** 2
-    weight = {"snr+1": snr + 1, "truncated-snr": snr.clamp(min=1), "none": torch.ones_like(snr)}[weighting]
+    weight = snr + 1 if weighting == "snr+1" else snr.clamp(min=1)  # (B, 1, 1, 1)
     return (weight * (x_pred - x_target) ** 2).mean()
 
 
@@ -139,7 +138,7 @@ def progressive_distill(out_dir: str | Path, *, teacher: str | Path, teacher_ste
     sampler = DDIMSampler(CosineSchedule(cfg.num_train_timesteps), cfg.prediction)
     data_digest = digest(splits)
     out_dir = Path(out_dir)
-    inputs = splits.train if method.inputs == "data" else None  # teacher draws: made on first need
+    inputs = splits.train if method.inputs == "data" else None  # trajectories: drawn on first need
     results: dict[int, artifact.Artifact] = {}
     n, index = teacher_steps // 2, 0
     while n >= final_steps:
@@ -152,9 +151,9 @@ def progressive_distill(out_dir: str | Path, *, teacher: str | Path, teacher_ste
         done = artifact.reusable(out, key)
         if done is None:
             if inputs is None:
-                # trajectories on the first round's grid: every later round's grid nests in it
-                inputs = teacher_draws(load_model(teacher), sampler, teacher_steps, method.teacher_samples,
-                                       train.seed, every=2 if method.inputs == "trajectories" else 0)
+                # on the first round's grid: every later round's grid nests in it
+                inputs = teacher_trajectories(load_model(teacher), sampler, teacher_steps, method.teacher_samples,
+                                              train.seed, every=2)
             torch.manual_seed(round_cfg.seed)
             done = _distill_round(out, current, n, sampler, method, round_cfg, inputs, splits, config, parents,
                                   key, resume, stop_at)
@@ -165,10 +164,10 @@ def progressive_distill(out_dir: str | Path, *, teacher: str | Path, teacher_ste
     return results
 
 
-def teacher_draws(net: UNet, sampler: DDIMSampler, steps: int, count: int, seed: int, every: int = 0,
-                  batch: int = 512) -> np.ndarray:
-    """`count` DDIM runs of the teacher with `steps` steps, as numpy: the samples (count, C, H, W), or with
-    `every` > 0 the state before every `every`-th step and the sample (count, steps // every + 1, C, H, W)."""
+def teacher_trajectories(net: UNet, sampler: DDIMSampler, steps: int, count: int, seed: int, every: int = 1,
+                         batch: int = 512) -> np.ndarray:
+    """`count` DDIM runs of the teacher with `steps` steps, as numpy (count, steps // every + 1, C, H, W):
+    the state before every `every`-th step, then the sample. The noise is torch.randn from seed + 1_000_033."""
     cfg, device = net.cfg, setup_distributed().device
     net = net.to(device).eval()
     g = torch.Generator().manual_seed(seed + 1_000_033)
@@ -179,10 +178,10 @@ def teacher_draws(net: UNet, sampler: DDIMSampler, steps: int, count: int, seed:
             z = torch.randn(min(batch, count - start), cfg.channels, cfg.resolution, cfg.resolution, generator=g)
             z, states = z.to(device), []
             for k, (t, t_prev) in enumerate(zip(ts, ts[1:] + [-1])):
-                if every and k % every == 0:
+                if k % every == 0:
                     states.append(z)
                 z, _ = sampler.step(net(z, z.new_full((len(z),), float(t))), t, t_prev, z)
-            out.append(torch.stack(states + [z], 1) if every else z)  # (b, K + 1, C, H, W) or (b, C, H, W)
+            out.append(torch.stack(states + [z], 1))  # (b, K + 1, C, H, W)
     return torch.cat(out).cpu().numpy()
 
 
@@ -193,11 +192,7 @@ def _distill_round(out: Path, teacher_net: UNet, n: int, sampler, method, train,
     for p in teacher_net.parameters():
         p.requires_grad_(False)
 
-    ema = EMA(student, method.ema, warmup=False) if method.ema else None
-
-    def loss_fn(model, batch, ema=None):
-        if ema is not None and model.training:
-            ema.update(model)
+    def loss_fn(model, batch, extra=None):
         x0 = batch["x0"].to(next(model.parameters()).device)
         teacher_net.to(x0.device)
         g = torch.Generator().manual_seed(batch["seed"])
@@ -213,17 +208,13 @@ def _distill_round(out: Path, teacher_net: UNet, n: int, sampler, method, train,
     ckpt = out.with_name(out.name + ".ckpt")
     history = fit(student, loss_fn, train, batch_fn=image_batches(inputs, train.batch_size, train.seed),
                   eval_fn=evaluate, ckpt_dir=ckpt, key=key, resume=resume, desc=f"distill {2 * n}->{n} steps",
-                  stop_at=stop_at, extra_modules=ema)
-    metrics = {"teacher_steps": 2 * n}
-    if ema is not None:
-        ema.finish(student)
-        metrics.update(evaluate(student.eval()))
+                  stop_at=stop_at)
     # Under torchrun every rank runs every round: rank 0 writes the round's artifact, the others wait and read it.
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if not distributed or torch.distributed.get_rank() == 0:
         write_checkpoint(out, copy.deepcopy(student).cpu(), config=config, parents=parents,
                          stage="progressive-distill", history=history, role="student", ckpt=ckpt,
-                         source=splits.source, sampler=sampler.config(n), metrics=metrics)
+                         source=splits.source, sampler=sampler.config(n), metrics={"teacher_steps": 2 * n})
     if distributed:
         torch.distributed.barrier()
     return artifact.load(out, kind="checkpoint")

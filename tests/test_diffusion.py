@@ -12,7 +12,7 @@ from edgegen import EdgegenError, artifact
 from edgegen.checkpoint import load_model
 from edgegen.data.images import ImageDataConfig
 from edgegen.distill.diffusion import (ProgressiveConfig, distill_loss, progressive_distill, round_timesteps,
-                                      teacher_draws)
+                                      teacher_trajectories)
 from edgegen.models.ddim import CosineSchedule, DDIMSampler
 from edgegen.models.diffusion import DiffusionConfig, UNet, training_loss
 from edgegen.train import Interrupted, TrainConfig
@@ -250,14 +250,16 @@ def test_trajectory_targets_are_the_teachers_own_steps():
     torch.manual_seed(0)
     net = UNet(tiny_unet_config()).eval()
     sampler = DDIMSampler(CosineSchedule(1000), "v", clip=1e6)  # a random net's x0 is out of range: no clipping
-    traj = torch.from_numpy(teacher_draws(net, sampler, 8, 16, seed=0, every=1))  # (16, 9, 1, 8, 8)
+    traj = torch.from_numpy(teacher_trajectories(net, sampler, 8, 16, seed=0))  # (16, 9, 1, 8, 8)
     assert traj.shape == (16, 9, 1, 8, 8)
     with torch.no_grad():
         same = distill_loss(net, net, sampler, 8, traj, torch.Generator().manual_seed(0))
         coarse = distill_loss(net, net, sampler, 4, traj, torch.Generator().manual_seed(0))
     assert same.item() < 1e-8 < 1e-3 < coarse.item()
-    samples = teacher_draws(net, sampler, 8, 16, seed=0)
-    assert np.allclose(samples, traj[:, -1].numpy(), atol=1e-6)  # the last state is the sample
+    noise = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0 + 1_000_033))
+    with torch.no_grad():
+        samples = sampler.sample(net, noise, 8)
+    assert np.allclose(samples.numpy(), traj[:, -1].numpy(), atol=1e-6)  # the last state is the sample
 
 
 @pytest.mark.parametrize("inputs", ["data", "trajectories"])
