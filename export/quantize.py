@@ -32,6 +32,7 @@ class QuantizeConfig:
     ops: list[str] = dataclasses.field(default_factory=lambda: ["MatMul", "Gather"])  # dynamic INT8 (lm)
     parity_steps: int = 64
     calibration_samples: int = 256  # static INT8 (images)
+    # static INT8 (images): the op types quantized; the rest (norms, activations) stays float
     static_ops: list[str] = dataclasses.field(default_factory=lambda: ["Conv", "ConvTranspose", "Gemm", "MatMul"])
     seed: int = 0
 

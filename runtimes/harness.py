@@ -171,10 +171,10 @@ def tuned_generator(bundle, runtime: str, cfg: ValidateConfig) -> tuple[TextGene
         return TextGenerator(bundle, runtime, threads=cfg.threads), cfg.threads
     gens = {threads: TextGenerator(bundle, runtime, threads=threads) for threads in thread_options()}
     speeds: dict = {threads: [] for threads in gens}
-    for round in range(8):  # interleaved, so drift hits every candidate alike; round 0 warms up
+    for i in range(8):  # interleaved, so drift hits every candidate alike; round 0 warms up
         for threads, gen in gens.items():
             tok_s = gen.generate(cfg.prompt, cfg.max_new_tokens, greedy=True).tok_s
-            speeds[threads] += [tok_s] if round else []
+            speeds[threads] += [tok_s] if i else []
     best = max(gens, key=lambda threads: np.median(speeds[threads]))
     chosen = gens.pop(best)
     del gens
